@@ -1,0 +1,151 @@
+"""Capture: log inference records one at a time or in bulk, and import past conversations from JSONL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from intelrouter import store
+from intelrouter.config import Settings
+from intelrouter.errors import InputError
+
+BATCH_SIZE = 5000
+
+
+class QueryRecord(BaseModel):
+    """One routed or captured query; identifiers arrive raw and are hashed before they are stored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()), max_length=36)
+    text: str
+    user_id: str | None = None
+    phone_number: str | None = None
+    session_id: str | None = None
+    language: str | None = Field(None, max_length=16)
+    predicted_label: str = Field(min_length=1, max_length=200)
+    top_label: str | None = Field(None, max_length=200)
+    confidence: float = Field(ge=0, le=1)
+    uncertain: bool = False
+    provider: str = Field("intelrouter", min_length=1, max_length=64)
+    model_version: str | None = Field(None, max_length=64)
+    variant: str | None = Field(None, max_length=16)
+    latency_ms: float | None = None
+    created_at: datetime = Field(default_factory=store.utcnow)
+
+    @field_validator("user_id", "phone_number", "session_id", "model_version", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    def to_row(self, settings: Settings) -> dict[str, Any]:
+        """The `queries` row for this record, identifiers hashed and the text checked."""
+        store.check_text(self.text, settings.max_text_length)
+        user = self.user_id if self.user_id is not None else self.phone_number
+        return {
+            "id": self.id,
+            "created_at": store.to_utc_naive(self.created_at),
+            "text": self.text,
+            "user_hash": store.hash_identifier(user, settings.hash_salt),
+            "session_hash": store.hash_identifier(self.session_id, settings.hash_salt),
+            "language": self.language,
+            "predicted_label": self.predicted_label,
+            "top_label": self.top_label or self.predicted_label,
+            "confidence": self.confidence,
+            "uncertain": self.uncertain,
+            "provider": self.provider,
+            "model_version": self.model_version,
+            "variant": self.variant,
+            "latency_ms": self.latency_ms,
+            "review_status": store.PENDING,
+            "review_priority": None,
+            "triaged_at": None,
+        }
+
+
+def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def write_rows(conn: Any, rows: Iterable[dict[str, Any]], batch_size: int = BATCH_SIZE) -> int:
+    """Insert prepared `queries` rows in batches on an open connection; an id already stored is skipped."""
+    return sum(store.insert_ignore(conn, store.queries, b, key="id") for b in _batches(rows, batch_size))
+
+
+def log_queries(
+    settings: Settings, records: Iterable[QueryRecord | dict[str, Any]], batch_size: int = BATCH_SIZE
+) -> int:
+    """Log many inference records in one transaction, batched; returns how many rows were new."""
+    rows = (
+        (r if isinstance(r, QueryRecord) else QueryRecord.model_validate(r)).to_row(settings) for r in records
+    )
+    with store.connect(settings) as conn:
+        return write_rows(conn, rows, batch_size)
+
+
+def log_query(settings: Settings, record: QueryRecord | dict[str, Any]) -> str:
+    """Log one inference record; returns its query id."""
+    rec = record if isinstance(record, QueryRecord) else QueryRecord.model_validate(record)
+    log_queries(settings, [rec])
+    return rec.id
+
+
+def read_jsonl_records(path: Path, settings: Settings) -> list[dict[str, Any]]:
+    """Parse and validate every line of a conversations JSONL file; any bad line is an InputError."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{where}: not valid JSON ({exc.msg}); nothing was imported") from None
+            if not isinstance(obj, dict):
+                raise InputError(f"{where}: expected a JSON object; nothing was imported")
+            obj = _with_stable_id(obj)
+            try:
+                rows.append(QueryRecord.model_validate(obj).to_row(settings))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                field = ".".join(str(p) for p in err["loc"]) or "record"
+                raise InputError(f"{where}: {field}: {err['msg']}; nothing was imported") from None
+            except InputError as exc:
+                raise InputError(f"{where}: {str(exc).split(': ', 1)[-1]}; nothing was imported") from None
+    return rows
+
+
+def _with_stable_id(obj: dict[str, Any]) -> dict[str, Any]:
+    """Give a record without an id a deterministic one, so importing the same file twice adds nothing."""
+    obj = dict(obj)
+    if obj.get("created_at") is None and obj.get("timestamp") is not None:
+        obj["created_at"] = obj["timestamp"]
+    if obj.get("created_at") is None:
+        obj.pop("created_at", None)
+    if not obj.get("id"):
+        key = store.digest(obj.get("text"), obj.get("user_id"), obj.get("created_at"))
+        obj["id"] = str(uuid.UUID(key[:32]))
+    return obj
+
+
+def import_conversations(settings: Settings, path: Path, batch_size: int = BATCH_SIZE) -> tuple[int, int]:
+    """Import a JSONL of past conversations in one transaction; returns (rows read, rows new)."""
+    rows = read_jsonl_records(path, settings)
+    with store.connect(settings) as conn:
+        return len(rows), write_rows(conn, rows, batch_size)

@@ -1,0 +1,180 @@
+"""One validated settings object, read from INTELROUTER_* variables and an optional TOML/YAML file."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+from intelrouter.errors import ConfigError
+
+ENV_PREFIX = "INTELROUTER_"
+CONFIG_FILE_VAR = "INTELROUTER_CONFIG"
+
+
+class Settings(BaseSettings):
+    """Every knob of IntelRouter; unknown keys and bad values are errors that name the key."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    # Where things live
+    data_dir: Path = Field(Path(".intelrouter"), description="Root for the SQLite files, logs and artifacts.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///DATA_DIR/intelrouter.db.")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; falls back to MLFLOW_TRACKING_URI, then sqlite:///DATA_DIR/mlflow.db."
+    )
+    mlflow_experiment: str = Field("intelrouter", description="MLflow experiment the training runs go to.")
+    model_name: str = Field("intelrouter", description="Registered model name in the MLflow registry.")
+
+    # Model and threshold
+    uncertain_threshold: float = Field(0.6, ge=0, le=1, description="Confidence below which the answer is UNCERTAIN.")
+    threshold_policy: Literal["fixed", "coverage", "balanced"] = Field(
+        "fixed", description="How training picks the UNCERTAIN threshold on held-out data."
+    )
+    target_coverage: float = Field(0.9, gt=0, le=1, description="Answered share the `coverage` policy keeps.")
+    oos_label: str = Field("oos", description="Label of out-of-scope examples (used to choose the threshold).")
+    max_text_length: int = Field(2000, gt=0, description="Longest text accepted anywhere, in characters.")
+
+    # Triage (seed 004)
+    auto_approve_threshold: float = Field(0.85, ge=0, le=1, description="Confidence for auto-approval.")
+    review_threshold: float = Field(0.70, ge=0, le=1, description="At or above: review priority 5; below: 2.")
+    trusted_providers: list[str] = Field(
+        default_factory=lambda: ["teacher"], description="Providers whose confident predictions are auto-approved."
+    )
+    router_provider: str = Field("intelrouter", description="Provider name of the router's own predictions.")
+    hash_salt: str = Field("intelrouter", description="Salt for hashing user ids and phone numbers.")
+
+    # Training (seeds 000 and 004)
+    min_samples: int = Field(50, ge=1, description="Fewest approved samples training accepts.")
+    weekly_trigger: int = Field(500, ge=1, description="Unused approved samples that trigger the weekly retrain.")
+    retrain_days: int = Field(30, ge=1, description="Days after which a retrain runs regardless.")
+    alert_waiting: int = Field(1000, ge=1, description="Samples waiting for training that raise an alert.")
+    test_size: float = Field(0.2, gt=0, lt=1, description="Held-out test share.")
+    random_state: int = Field(42, description="Seed for splits and models.")
+    recent_days: int = Field(30, ge=1, description="Width of the recent slice evaluated on its own.")
+
+    # Canary and serving
+    canary_share: float = Field(0.10, ge=0, le=1, description="Initial share of traffic sent to @staging.")
+    canary_steps: list[float] = Field(
+        default_factory=lambda: [0.1, 0.5, 1.0], description="Shares the canary check raises through."
+    )
+    canary_window_hours: float = Field(48, ge=0, description="Hours a canary runs before it is judged.")
+    canary_min_feedback: int = Field(30, ge=0, description="Feedback labels needed on each variant.")
+    canary_tolerance: float = Field(0.02, ge=0, description="Online accuracy drop tolerated for a canary.")
+    routes: dict[str, str] = Field(default_factory=dict, description="Map label -> route target.")
+    fallback_route: str = Field("fallback", description="Route target for UNCERTAIN answers.")
+    allow_new_labels: bool = Field(False, description="Accept feedback labels the model does not know.")
+    api_key: str | None = Field(None, description="Bearer token for feedback, override and admin endpoints.")
+    require_key_for_route: bool = Field(False, description="Also require the API key on /route.")
+    registry_poll_seconds: float = Field(5.0, gt=0, description="How often serving re-reads the aliases.")
+    log_batch_size: int = Field(500, ge=1, description="Rows per batch the background query writer commits.")
+    log_buffer_size: int = Field(100_000, ge=1, description="Rows held in memory while the database is down.")
+
+    # Monitoring
+    online_accuracy_floor: float = Field(0.80, ge=0, le=1, description="Alert below this production accuracy.")
+    uncertain_rate_ceiling: float = Field(0.20, ge=0, le=1, description="Alert above this uncertain rate.")
+    alert_webhook_url: str | None = Field(None, description="URL that receives alerts as a JSON POST.")
+
+    # Label Studio
+    label_studio_url: str | None = Field(None, description="Label Studio base URL, e.g. http://127.0.0.1:8080.")
+    label_studio_api_key: str | None = Field(None, description="Legacy token or personal access token.")
+    label_studio_project_id: int | None = Field(None, description="Label Studio project id for review tasks.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order: explicit arguments, environment, then the optional settings file."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(CONFIG_FILE_VAR)
+        if path:
+            file = Path(path)
+            if not file.is_file():
+                raise ConfigError(f"{CONFIG_FILE_VAR}={path}: no such file")
+            if file.suffix == ".toml":
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=file))
+            elif file.suffix in (".yaml", ".yml"):
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=file))
+            else:
+                raise ConfigError(f"{CONFIG_FILE_VAR}={path}: use a .toml, .yaml or .yml file")
+        return tuple(sources)
+
+    @field_validator("trusted_providers", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_thresholds(self) -> Settings:
+        if self.review_threshold > self.auto_approve_threshold:
+            raise ValueError("review_threshold must not exceed auto_approve_threshold")
+        if any(not 0 < s <= 1 for s in self.canary_steps):
+            raise ValueError("canary_steps must lie in (0, 1]")
+        return self
+
+    @cached_property
+    def db_url(self) -> str:
+        """The database URL in force (the SQLite file under data_dir by default)."""
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'intelrouter.db'}"
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI in force."""
+        return (
+            self.mlflow_tracking_uri
+            or os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{self.data_dir.resolve() / 'mlflow.db'}"
+        )
+
+    @property
+    def logs_dir(self) -> Path:
+        """Directory of the JSON reports (daily, training, canary, monitoring)."""
+        return self.data_dir / "logs"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Artifact root of the MLflow experiment when tracking locally."""
+        return self.data_dir.resolve() / "mlartifacts"
+
+    @property
+    def spill_path(self) -> Path:
+        """JSONL file the serving log writer spills to when its buffer is full."""
+        return self.data_dir / "spill" / "queries-spill.jsonl"
+
+
+def _unknown_env_keys() -> list[str]:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {CONFIG_FILE_VAR}
+    return sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning every validation problem into one ConfigError naming the key."""
+    unknown = _unknown_env_keys()
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]}: see the README's settings table")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "settings"
+        name = (ENV_PREFIX + key.upper()) if key in Settings.model_fields else key
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown setting {name}: see the README's settings table") from None
+        raise ConfigError(f"bad value for {name}: {err['msg']}") from None

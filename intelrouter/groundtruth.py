@@ -1,0 +1,112 @@
+"""Ground truth: the one way a label enters `ml_data` (feedback, override, review, auto-approval, import)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from intelrouter import store
+from intelrouter.config import Settings
+from intelrouter.errors import InputError, NotFoundError
+
+
+def upsert_label(
+    conn: Connection,
+    *,
+    query_id: str | None,
+    text: str,
+    label: str,
+    source: str,
+    language: str | None = None,
+    confidence: float | None = None,
+    reviewer: str | None = None,
+    split: str | None = None,
+) -> bool:
+    """Store one label; for a query, a source of equal or higher precedence replaces the earlier label.
+
+    Returns True when a row was written or changed, False when the same label was already there.
+    """
+    if source not in store.SOURCE_PRECEDENCE:
+        raise InputError(f"unknown label source {source!r}")
+    if not label or not label.strip():
+        raise InputError("label is empty")
+    now = store.utcnow()
+    row = {
+        "query_id": query_id,
+        "text": text,
+        "label": label,
+        "language": language,
+        "source": source,
+        "confidence": confidence,
+        "reviewer": reviewer,
+        "split": split,
+        "created_at": now,
+        "updated_at": now,
+        "trained_version": None,
+    }
+    if query_id is None:
+        return insert_labels(conn, [row], source) == 1
+    t = store.ml_data
+    existing = conn.execute(select(t.c.id, t.c.label, t.c.source).where(t.c.query_id == query_id)).first()
+    if existing is None:
+        row["dedup_key"] = store.digest("query", query_id)
+        return store.insert_ignore(conn, t, [row], key="dedup_key") == 1
+    if existing.label == label and existing.source == source:
+        return False
+    if store.SOURCE_PRECEDENCE[source] < store.SOURCE_PRECEDENCE.get(existing.source, 0):
+        return False
+    changes = {k: v for k, v in row.items() if k not in ("created_at", "query_id", "split")}
+    if existing.label == label:
+        changes.pop("trained_version")  # same label, only its provenance changed: the training use stands
+    conn.execute(update(t).where(t.c.id == existing.id).values(**changes))
+    return True
+
+
+def insert_labels(conn: Connection, rows: list[dict[str, Any]], source: str, batch_size: int = 5000) -> int:
+    """Bulk-insert labels not tied to a query (imports); a row already stored is skipped. Returns how many were new."""
+    now = store.utcnow()
+    full = [
+        {"query_id": None, "language": None, "confidence": None, "reviewer": None, "split": None,
+         "created_at": now, "updated_at": now, "trained_version": None, **r, "source": source,
+         "dedup_key": store.digest(source, r["text"], r["label"], r.get("split"))}
+        for r in rows
+    ]
+    return sum(
+        store.insert_ignore(conn, store.ml_data, full[i : i + batch_size], key="dedup_key")
+        for i in range(0, len(full), batch_size)
+    )
+
+
+def _query(conn: Connection, query_id: str) -> Any:
+    q = store.queries
+    row = conn.execute(select(q.c.text, q.c.language).where(q.c.id == query_id)).first()
+    if row is None:
+        raise NotFoundError(f"unknown query id {query_id}")
+    return row
+
+
+def _record(settings: Settings, query_id: str, label: str, source: str) -> dict[str, Any]:
+    with store.connect(settings) as conn:
+        query = _query(conn, query_id)
+        written = upsert_label(
+            conn, query_id=query_id, text=query.text, label=label, source=source, language=query.language
+        )
+    return {"query_id": query_id, "label": label, "source": source, "written": written}
+
+
+def record_feedback(settings: Settings, query_id: str, label: str) -> dict[str, Any]:
+    """A user's label for an answered query; the same feedback twice is stored once."""
+    return _record(settings, query_id, label, "feedback")
+
+
+def record_override(settings: Settings, query_id: str, label: str) -> dict[str, Any]:
+    """A user's correction: replaces any earlier label for that query."""
+    return _record(settings, query_id, label, "override")
+
+
+def labels_in_store(settings: Settings) -> set[str]:
+    """Every label present in `ml_data`."""
+    with store.connect(settings) as conn:
+        return set(conn.execute(select(store.ml_data.c.label).distinct()).scalars())

@@ -1,0 +1,109 @@
+"""Triage (seed 004's daily capture): auto-approve trusted confident predictions, queue the rest for review."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import case, func, select, update
+
+from intelrouter import store
+from intelrouter.config import Settings
+from intelrouter.groundtruth import upsert_label
+
+UNCERTAIN = "UNCERTAIN"  # the router's abstention label: never ground truth
+HIGH_PRIORITY, MEDIUM_PRIORITY = 2, 5  # seed 004: 2 = the model is struggling, reviewed first
+
+
+def decide(confidence: float, provider: str, settings: Settings) -> tuple[str, int | None]:
+    """The triage rule for one query: (review status, priority)."""
+    if confidence >= settings.auto_approve_threshold and provider in settings.trusted_providers:
+        return store.AUTO_APPROVED, None
+    if confidence >= settings.review_threshold:
+        return store.NEEDS_REVIEW, MEDIUM_PRIORITY
+    return store.NEEDS_REVIEW, HIGH_PRIORITY
+
+
+@dataclass
+class DailyReport:
+    """The numbers of one triage run, written to logs/daily-report-YYYY-MM-DD.json."""
+
+    date: str
+    since: str | None
+    until: str | None
+    captured: int
+    triaged: int
+    auto_approved: int
+    needs_review: int
+    approved_waiting_for_training: int
+    auto_approval_rate: float
+    uncertain_rate: float
+    alert: bool
+    report_path: str = ""
+
+
+def triage(
+    settings: Settings, since: datetime | None = None, until: datetime | None = None, batch_size: int = 2000
+) -> DailyReport:
+    """Triage every not-yet-triaged query in [since, until); a second run over the same window changes nothing."""
+    q = store.queries
+    window = [q.c.created_at >= since] if since else []
+    window += [q.c.created_at < until] if until else []
+    counts = {store.AUTO_APPROVED: 0, store.NEEDS_REVIEW: 0}
+    now = store.utcnow()
+    with store.connect(settings) as conn:
+        pending = conn.execute(
+            select(q.c.id, q.c.text, q.c.language, q.c.predicted_label, q.c.top_label, q.c.confidence,
+                   q.c.provider, q.c.uncertain)
+            .where(q.c.review_status == store.PENDING, *window)
+            .order_by(q.c.created_at)
+        ).all()
+        for start in range(0, len(pending), batch_size):
+            groups: dict[tuple[str, int | None], list[str]] = {}
+            for row in pending[start : start + batch_size]:
+                status, priority = decide(row.confidence, row.provider, settings)
+                label = row.top_label or row.predicted_label
+                if status == store.AUTO_APPROVED and label == UNCERTAIN:
+                    status, priority = store.NEEDS_REVIEW, HIGH_PRIORITY
+                groups.setdefault((status, priority), []).append(row.id)
+                if status == store.AUTO_APPROVED:
+                    upsert_label(conn, query_id=row.id, text=row.text, label=label, source="auto-approved",
+                                 language=row.language, confidence=row.confidence)
+            for (status, priority), ids in groups.items():
+                counts[status] += len(ids)
+                conn.execute(
+                    update(q).where(q.c.id.in_(ids))
+                    .values(review_status=status, review_priority=priority, triaged_at=now)
+                )
+        captured, uncertain = conn.execute(
+            select(func.count(), func.coalesce(func.sum(case((q.c.uncertain, 1), else_=0)), 0)).where(*window)
+        ).one()
+        waiting = store.count(conn, "SELECT COUNT(*) FROM ml_data WHERE trained_version IS NULL")
+    triaged = sum(counts.values())
+    report = DailyReport(
+        date=(until - timedelta(seconds=1)).date().isoformat() if until else date.today().isoformat(),
+        since=since.isoformat() if since else None,
+        until=until.isoformat() if until else None,
+        captured=int(captured),
+        triaged=triaged,
+        auto_approved=counts[store.AUTO_APPROVED],
+        needs_review=counts[store.NEEDS_REVIEW],
+        approved_waiting_for_training=waiting,
+        auto_approval_rate=round(counts[store.AUTO_APPROVED] / triaged, 4) if triaged else 0.0,
+        uncertain_rate=round(int(uncertain) / captured, 4) if captured else 0.0,
+        alert=waiting >= settings.alert_waiting,
+    )
+    report.report_path = str(write_report(settings, f"daily-report-{report.date}.json", asdict(report)))
+    return report
+
+
+def write_report(settings: Settings, name: str, payload: dict) -> Path:
+    """Write one JSON report under logs/ (atomically: a reader never sees half a file)."""
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.logs_dir / name
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,156 @@
+"""Shared fixtures: settings on a fresh database (SQLite, or PostgreSQL when the CI pass asks for it)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+# The PostgreSQL pass of CI sets this to an admin URL of a throwaway server; each test gets its own database.
+PG_ADMIN_URL = os.environ.get("INTELROUTER_TEST_PG_URL")
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DATASETS = SHARED / "datasets"
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the PostgreSQL pass, tests that only exercise the embedded defaults are deselected."""
+    if not PG_ADMIN_URL:
+        return
+    kept = [i for i in items if i.get_closest_marker("embedded") is None]
+    deselected = [i for i in items if i.get_closest_marker("embedded") is not None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No INTELROUTER_* or MLFLOW_TRACKING_URI from the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("INTELROUTER_") and key != "INTELROUTER_TEST_PG_URL":
+            monkeypatch.delenv(key)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("INTELROUTER_TEST_PG_URL", raising=False)
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a new PostgreSQL database in the PG pass."""
+    if not PG_ADMIN_URL:
+        yield f"sqlite:///{tmp_path / 'intelrouter.db'}"
+        return
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    from intelrouter import store
+
+    store.dispose_engines()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """Settings on a fresh database and a tmp data dir, also exported as env vars for CLI runs."""
+    from intelrouter.config import load_settings
+
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("INTELROUTER_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("INTELROUTER_DATABASE_URL", database_url)
+    monkeypatch.setenv("INTELROUTER_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    yield load_settings()
+    from intelrouter import store
+
+    store.dispose_engines()
+
+
+class PostgresServer:
+    """A private PostgreSQL server in a temp dir that a test may stop and start (initdb runs as `postgres`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, free_port()
+        self.datadir, self.sockdir = root / "pgdata", root / "sock"
+
+    def _run(self, *args: str) -> None:
+        cmd = list(args)
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+    def init(self) -> PostgresServer:
+        """initdb the data dir."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.sockdir.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(self.sockdir, "postgres")
+        self._run(str(PG_BIN / "initdb"), "-D", str(self.datadir), "-A", "trust", "-U", "postgres")
+        return self
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        opts = f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-o", opts, "-w", "-l",
+                  str(self.root / "log"), "start")
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown)."""
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL of its `postgres` database."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+
+@pytest.fixture
+def pg_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server for tests that stop the database on purpose."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.fail(f"PostgreSQL binaries not found in {PG_BIN}: `apt-get install postgresql` (see .ci/run)")
+    # not under pytest's tmp dir: that one is private to root, and the server runs as `postgres`
+    root = Path(tempfile.mkdtemp(prefix="intelrouter-pg-"))
+    server = PostgresServer(root).init()
+    server.start()
+    yield server
+    try:
+        server.stop()
+    except subprocess.CalledProcessError:
+        pass
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1) -> bool:  # noqa: ANN001
+    """Poll `predicate` until it is truthy or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
