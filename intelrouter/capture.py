@@ -28,6 +28,9 @@ class QueryRecord(BaseModel):
     user_id: str | None = None
     phone_number: str | None = None
     session_id: str | None = None
+    # already-hashed identifiers (the serving spill file carries these), stored as they are
+    user_hash: str | None = Field(None, max_length=64)
+    session_hash: str | None = Field(None, max_length=64)
     language: str | None = Field(None, max_length=16)
     predicted_label: str = Field(min_length=1, max_length=200)
     top_label: str | None = Field(None, max_length=200)
@@ -52,8 +55,8 @@ class QueryRecord(BaseModel):
             "id": self.id,
             "created_at": store.to_utc_naive(self.created_at),
             "text": self.text,
-            "user_hash": store.hash_identifier(user, settings.hash_salt),
-            "session_hash": store.hash_identifier(self.session_id, settings.hash_salt),
+            "user_hash": self.user_hash or store.hash_identifier(user, settings.hash_salt),
+            "session_hash": self.session_hash or store.hash_identifier(self.session_id, settings.hash_salt),
             "language": self.language,
             "predicted_label": self.predicted_label,
             "top_label": self.top_label or self.predicted_label,

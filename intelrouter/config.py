@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
     YamlConfigSettingsSource,
 )
+from pydantic_settings.exceptions import SettingsError
 
 from intelrouter.errors import ConfigError
 
@@ -48,7 +50,7 @@ class Settings(BaseSettings):
     # Triage (seed 004)
     auto_approve_threshold: float = Field(0.85, ge=0, le=1, description="Confidence for auto-approval.")
     review_threshold: float = Field(0.70, ge=0, le=1, description="At or above: review priority 5; below: 2.")
-    trusted_providers: list[str] = Field(
+    trusted_providers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["teacher"], description="Providers whose confident predictions are auto-approved."
     )
     router_provider: str = Field("intelrouter", description="Provider name of the router's own predictions.")
@@ -65,7 +67,7 @@ class Settings(BaseSettings):
 
     # Canary and serving
     canary_share: float = Field(0.10, ge=0, le=1, description="Initial share of traffic sent to @staging.")
-    canary_steps: list[float] = Field(
+    canary_steps: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [0.1, 0.5, 1.0], description="Shares the canary check raises through."
     )
     canary_window_hours: float = Field(48, ge=0, description="Hours a canary runs before it is judged.")
@@ -114,7 +116,7 @@ class Settings(BaseSettings):
                 raise ConfigError(f"{CONFIG_FILE_VAR}={path}: use a .toml, .yaml or .yml file")
         return tuple(sources)
 
-    @field_validator("trusted_providers", mode="before")
+    @field_validator("trusted_providers", "canary_steps", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.lstrip().startswith("["):
@@ -171,6 +173,8 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"unknown setting {unknown[0]}: see the README's settings table")
     try:
         return Settings(**overrides)
+    except SettingsError as exc:
+        raise ConfigError(f"bad value: {exc}") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "settings"

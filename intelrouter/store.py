@@ -297,16 +297,17 @@ class connect:  # noqa: N801 - used as a context manager, reads like a function
             raise StoreError(_unreachable(self.settings, exc)) from None
 
 
-def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], key: str | None = None) -> int:
-    """Insert rows, skipping any whose unique key already exists; returns how many were new."""
+def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], key: str) -> int:
+    """Insert rows, skipping any whose unique `key` already exists; returns how many were new."""
     if not rows:
         return 0
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table).on_conflict_do_nothing(index_elements=[key] if key else None)
-    return conn.execute(stmt, list(rows)).rowcount or 0
+    # RETURNING yields only the rows actually inserted; executemany's rowcount is not reliable across drivers
+    stmt = insert(table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+    return len(conn.execute(stmt, list(rows)).all())
 
 
 def count(conn: Connection, sql: str, **params: Any) -> int:

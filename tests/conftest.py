@@ -23,7 +23,10 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 PG_ADMIN_URL = os.environ.get("INTELROUTER_TEST_PG_URL")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATASETS = SHARED / "datasets"
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+PG_BIN = Path(
+    os.environ.get("PG_BIN")
+    or max((str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")), default="/usr/lib/postgresql/15/bin")
+)
 
 
 def free_port() -> int:

@@ -1,0 +1,263 @@
+"""The router model: a fitted feature + linear-classifier pipeline, its threshold, and its MLflow pyfunc form."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.pipeline import Pipeline
+
+from intelrouter.errors import IntelRouterError, NotFoundError, RegistryError
+from intelrouter.features import TextFeatures, as_texts
+
+UNCERTAIN = "UNCERTAIN"
+ROUTER_FILE = "router.pkl"
+CLASSIFIERS = ("lr", "lr-lbfgs", "sgd", "svc")
+
+
+@dataclass
+class Prediction:
+    """One answer: `label` is UNCERTAIN when the confidence is below the threshold; `top_label` is the argmax."""
+
+    label: str
+    confidence: float
+    top_label: str
+    uncertain: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The prediction as a plain dict."""
+        return asdict(self)
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of a 2-D score array."""
+    z = scores - scores.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def _two_class(scores: np.ndarray) -> np.ndarray:
+    # sklearn gives one score column for two classes; [0, s] under softmax is exactly expit(s)
+    return np.column_stack([np.zeros_like(scores), scores]) if scores.ndim == 1 else scores
+
+
+class TemperatureScaled(ClassifierMixin, BaseEstimator):
+    """A linear margin classifier whose probabilities are softmax(scores / T), T fitted on held-out data."""
+
+    def __init__(self, estimator: Any = None, temperature: float | None = None) -> None:
+        self.estimator = estimator
+        self.temperature = temperature
+
+    def fit(self, x: Any, y: Any) -> TemperatureScaled:
+        """Fit the margin classifier; the temperature stays as given (1 until `calibrate`)."""
+        self.estimator_ = clone(self.estimator).fit(x, y)
+        self.classes_ = self.estimator_.classes_
+        self.coef_, self.intercept_ = self.estimator_.coef_, self.estimator_.intercept_
+        self.temperature_ = float(self.temperature or 1.0)
+        return self
+
+    def decision_function(self, x: Any) -> np.ndarray:
+        """Raw margins."""
+        return self.estimator_.decision_function(x)
+
+    def calibrate(self, x: Any, y: Any) -> float:
+        """Choose the temperature minimising the log-loss on held-out data (unknown labels ignored)."""
+        from scipy.optimize import minimize_scalar
+
+        index = {c: i for i, c in enumerate(self.classes_)}
+        keep = [i for i, v in enumerate(y) if v in index]
+        if not keep:
+            return self.temperature_
+        scores = _two_class(self.decision_function(x))[keep]
+        target = np.array([index[y[i]] for i in keep])
+
+        def nll(log_t: float) -> float:
+            z = scores / math.exp(log_t)
+            z = z - z.max(axis=1, keepdims=True)
+            return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(target)), target]))
+
+        self.temperature_ = float(math.exp(minimize_scalar(nll, bounds=(-6, 4), method="bounded").x))
+        return self.temperature_
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """Calibrated class probabilities."""
+        return softmax(_two_class(self.decision_function(x)).astype(np.float64) / self.temperature_)
+
+    def predict(self, x: Any) -> np.ndarray:
+        """The argmax class."""
+        return self.classes_[self.predict_proba(x).argmax(axis=1)]
+
+
+def make_classifier(name: str = "lr", C: float = 10.0, random_state: int = 42) -> Any:  # noqa: N803
+    """The final step of the pipeline, by name (see CLASSIFIERS); `C` is the inverse regularisation."""
+    from sklearn.linear_model import LogisticRegression, SGDClassifier
+    from sklearn.svm import LinearSVC
+
+    if name == "lr":
+        return LogisticRegression(C=C, solver="saga", tol=1e-2, max_iter=30, random_state=random_state)
+    if name == "lr-lbfgs":
+        return LogisticRegression(C=C, solver="lbfgs", max_iter=1000, random_state=random_state)
+    if name == "sgd":
+        alpha = 1.0 / (C * 15000)
+        return TemperatureScaled(SGDClassifier(loss="hinge", alpha=alpha, max_iter=30, tol=1e-3,
+                                               random_state=random_state))
+    if name == "svc":
+        return TemperatureScaled(LinearSVC(C=C / 20.0, random_state=random_state))
+    raise IntelRouterError(f"unknown classifier {name!r}: use one of {', '.join(CLASSIFIERS)}")
+
+
+def make_pipeline(features: TextFeatures | None = None, classifier: Any = None) -> Pipeline:
+    """The model pipeline: text features, then the classifier."""
+    return Pipeline([("features", features or TextFeatures()), ("classifier", classifier or make_classifier())])
+
+
+class Router:
+    """A fitted router: probabilities, predictions with UNCERTAIN, and a lean one-text path."""
+
+    def __init__(self, pipeline: Pipeline, threshold: float, info: dict[str, Any] | None = None) -> None:
+        self.pipeline = pipeline
+        self.threshold = float(threshold)
+        self.info: dict[str, Any] = dict(info or {})
+        self._lean: tuple[np.ndarray, np.ndarray, float] | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        """The classes, in probability-column order."""
+        return [str(c) for c in self.pipeline.classes_]
+
+    @property
+    def features(self) -> TextFeatures:
+        """The fitted feature step."""
+        return self.pipeline.steps[0][1]
+
+    @property
+    def feature_set(self) -> str:
+        """Id of the feature set (its change bumps the major version)."""
+        return self.features.feature_set_id()
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities, one row per text (batch path through the sklearn pipeline)."""
+        return np.asarray(self.pipeline.predict_proba(as_texts(texts)), dtype=np.float64)
+
+    def _answer(self, proba_row: np.ndarray) -> Prediction:
+        k = int(proba_row.argmax())
+        confidence = float(proba_row[k])
+        top = self.labels[k]
+        uncertain = confidence < self.threshold
+        return Prediction(UNCERTAIN if uncertain else top, confidence, top, uncertain)
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """Predictions for many texts."""
+        if len(texts) == 0:
+            return []
+        return [self._answer(row) for row in self.predict_proba(texts)]
+
+    def _lean_linear(self) -> tuple[np.ndarray, np.ndarray, float]:
+        if self._lean is None:
+            clf = self.pipeline.steps[-1][1]
+            coef_t = np.ascontiguousarray(np.asarray(clf.coef_, dtype=np.float64).T)
+            intercept = np.asarray(clf.intercept_, dtype=np.float64).ravel()
+            self._lean = (coef_t, intercept, float(getattr(clf, "temperature_", 1.0)))
+        return self._lean
+
+    def proba_one(self, text: str) -> np.ndarray:
+        """Class probabilities of one text without sklearn's per-call overhead (equal to predict_proba)."""
+        coef_t, intercept, temperature = self._lean_linear()
+        idx, vals = self.features.sparse_one(as_texts([text])[0])
+        scores = vals @ coef_t[idx] + intercept if len(idx) else intercept.copy()
+        if len(scores) == 1:
+            scores = np.array([0.0, scores[0]])
+        return softmax((scores / temperature)[None, :])[0]
+
+    def predict_one(self, text: str) -> Prediction:
+        """The prediction for one text (the serving path): same answer as `predict([text])[0]`."""
+        return self._answer(self.proba_one(text))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_lean"] = None
+        return state
+
+    def save(self, path: str | Path) -> Path:
+        """Write the router to one file."""
+        path = Path(path)
+        with path.open("wb") as fh:
+            pickle.dump(self, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        return path
+
+    @staticmethod
+    def load(path: str | Path) -> Router:
+        """Read a router written by `save`; an unreadable file is a RegistryError naming it."""
+        try:
+            with Path(path).open("rb") as fh:
+                router = pickle.load(fh)
+        except IntelRouterError:
+            raise
+        except FileNotFoundError:
+            raise NotFoundError(f"model file {path} does not exist") from None
+        except Exception as exc:  # truncated or foreign pickles raise many kinds of errors
+            raise RegistryError(f"model file {path} is corrupt or unreadable ({type(exc).__name__}: {exc})") from None
+        if not isinstance(router, Router):
+            raise RegistryError(f"model file {path} does not hold an IntelRouter model")
+        return router
+
+
+try:
+    from mlflow.pyfunc import PythonModel
+except ImportError:  # pragma: no cover - mlflow is a hard dependency; this keeps import errors readable
+    PythonModel = object  # type: ignore[assignment,misc]
+
+
+class RouterModel(PythonModel):
+    """The MLflow pyfunc form: DataFrame with `text` in; label, confidence, top_label, uncertain out."""
+
+    def load_context(self, context: Any) -> None:
+        """Load the router artifact."""
+        self.router = Router.load(context.artifacts["router"])
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        """Predict for every row of `model_input` (a DataFrame with a `text` column, or a list of texts)."""
+        import pandas as pd
+
+        preds = self.router.predict(as_texts(model_input))
+        return pd.DataFrame(
+            {
+                "label": [p.label for p in preds],
+                "confidence": np.array([p.confidence for p in preds], dtype=np.float64),
+                "top_label": [p.top_label for p in preds],
+                "uncertain": np.array([p.uncertain for p in preds], dtype=bool),
+            }
+        )
+
+
+def load_router(model_uri: str, tracking_uri: str | None = None) -> Router:
+    """Load a Router from an MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/..., a path)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, tracking_uri=tracking_uri, registry_uri=tracking_uri
+        )
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise NotFoundError(f"model {model_uri} not found: {_first_line(exc)}") from None
+        raise RegistryError(f"cannot fetch model {model_uri}: {_first_line(exc)}") from None
+    except OSError as exc:
+        raise RegistryError(f"cannot fetch model {model_uri}: {_first_line(exc)}") from None
+    path = Path(local) / "artifacts" / ROUTER_FILE
+    if not path.is_file():
+        raise RegistryError(f"model {model_uri} has no {ROUTER_FILE} artifact: it is not an IntelRouter model")
+    return Router.load(path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
