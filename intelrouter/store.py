@@ -302,12 +302,38 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
     if not rows:
         return 0
     if conn.dialect.name == "postgresql":
+        if len(rows) >= COPY_MIN_ROWS:
+            return _copy_insert_ignore(conn, table, rows, key)
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     # RETURNING yields only the rows actually inserted; executemany's rowcount is not reliable across drivers
     stmt = insert(table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
     return len(conn.execute(stmt, list(rows)).all())
+
+
+COPY_MIN_ROWS = 200  # below this a multi-row INSERT is as fast as COPY
+
+
+def _copy_insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], key: str) -> int:
+    """PostgreSQL bulk path: COPY into a temp table, then INSERT ... ON CONFLICT DO NOTHING, same transaction."""
+    cols = list(rows[0])
+    names = ", ".join(cols)
+    stage = f"stage_{table.name}_{digest(names)[:8]}"
+    raw = conn.connection.driver_connection  # the psycopg connection inside this SQLAlchemy transaction
+    with raw.cursor() as cur:
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DROP AS SELECT {names} FROM {table.name} WITH NO DATA"
+        )
+        cur.execute(f"TRUNCATE {stage}")
+        with cur.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in cols])
+        cur.execute(
+            f"WITH ins AS (INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage} "
+            f"ON CONFLICT ({key}) DO NOTHING RETURNING 1) SELECT COUNT(*) FROM ins"
+        )
+        return int(cur.fetchone()[0])
 
 
 def count(conn: Connection, sql: str, **params: Any) -> int:
