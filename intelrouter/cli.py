@@ -102,7 +102,7 @@ def export(
     since: Annotated[str | None, typer.Option(help="Only rows created on or after this date.")] = None,
     unused_only: Annotated[bool, typer.Option(help="Only rows no model has trained on yet.")] = False,
 ) -> None:
-    """Write approved ground truth as JSONL (text, label, language, source, confidence, created_at, id)."""
+    """Write approved ground truth as JSONL (text, label, language, source, confidence, created_at, id, split)."""
     from intelrouter.export import export_jsonl
     from intelrouter.store import parse_when
 
@@ -137,6 +137,327 @@ def _fmt(counts: dict) -> str:
 
 
 # --- end of foundation commands ---------------------------------------------------------------------
+
+
+# --- training and registry -------------------------------------------------------------------------
+
+
+@app.command("train")
+def train_cmd(
+    source: Annotated[str, typer.Option(help="`db` (ml_data) or a JSONL export (text, label, created_at, id, ...).")]
+    = "db",
+    test_size: Annotated[float | None, typer.Option(help="Held-out test share (default: settings).")] = None,
+    random_state: Annotated[int | None, typer.Option(help="Seed of the split and the model (default: settings).")]
+    = None,
+    min_samples: Annotated[int | None, typer.Option(help="Fewest in-scope samples accepted (default: settings).")]
+    = None,
+    c: Annotated[float, typer.Option("--C", "-C", help="Inverse regularisation of the classifier.")] = 10.0,
+    threshold_policy: Annotated[str | None, typer.Option(help="fixed, coverage or balanced (default: settings).")]
+    = None,
+    classifier: Annotated[str | None, typer.Option(help="lr, lr-lbfgs, sgd or svc (default: settings).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train on ml_data (or a JSONL export), evaluate, gate against @production and register a version."""
+    from intelrouter.train import train
+
+    result = train(_settings(), source=source, test_size=test_size, random_state=random_state,
+                   min_samples=min_samples, C=c, threshold_policy=threshold_policy, classifier=classifier)
+    if as_json:
+        import json
+
+        echo(json.dumps({"version": result.version, "semver": result.semver, "run_id": result.run_id,
+                         "lifecycle": result.lifecycle, "threshold": result.threshold,
+                         "gate": {"passed": result.gate.passed, "reasons": result.gate.reasons},
+                         "report": str(result.report_path), "timings": result.timings,
+                         "metrics": {k: v for k, v in result.metrics.items() if "_f1_" not in k}}))
+        return
+    m = result.metrics
+    oos = f", OOS recall {m['test_oos_recall']:.4f}" if "test_oos_recall" in m else ""
+    echo(f"trained v{result.semver} (model version {result.version}, run {result.run_id}): {result.lifecycle}")
+    echo(f"test accuracy {m.get('test_accuracy', 0):.4f}, macro F1 {m.get('test_macro_f1', 0):.4f}{oos}; "
+         f"threshold {result.threshold:.3f}")
+    echo(f"gate {'passed' if result.gate.passed else 'failed'}:")
+    for reason in result.gate.reasons:
+        echo(f"  {reason}")
+    echo(f"report {result.report_path}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model_uri: Annotated[str, typer.Option(help="Model to evaluate, e.g. models:/intelrouter/3 or runs:/ID/model.")],
+    source: Annotated[str, typer.Option(help="`db` (ml_data) or a JSONL export.")] = "db",
+) -> None:
+    """Score a model against @production on the same labelled rows (their test split if they have one)."""
+    from intelrouter.evaluate import compare_with_production
+
+    out = compare_with_production(_settings(), model_uri, source)
+    echo(f"{out['rows']} rows from {out['data']} (run {out['run_id']})")
+    for group, values in out["metrics"].items():
+        shown = ", ".join(f"{k} {values[k]:.4f}" for k in ("accuracy", "macro_f1", "coverage", "oos_recall")
+                          if k in values)
+        echo(f"  {group}: {shown}")
+    if out["production_version"] is None:
+        echo("no @production model: minimum-quality rules apply")
+    echo(f"gate {'passed' if out['gate']['passed'] else 'failed'}:")
+    for reason in out["gate"]["reasons"]:
+        echo(f"  {reason}")
+
+
+@app.command("models")
+def models_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List registered versions: semver, lifecycle, aliases and key metrics."""
+    from intelrouter.registry import describe_versions
+
+    rows = describe_versions(_settings())
+    if as_json:
+        import json
+
+        echo(json.dumps(rows))
+        return
+    if not rows:
+        echo("no registered versions: run `intelrouter train`")
+        return
+    echo(f"{'version':>7}  {'semver':<9} {'lifecycle':<10} {'aliases':<19} {'accuracy':>8} {'macro_f1':>8} "
+         f"{'recent':>8} {'threshold':>9}")
+    for r in rows:
+        aliases = ",".join("@" + a for a in r["aliases"]) or "-"
+        echo(f"{r['version']:>7}  {r['semver']:<9} {r['lifecycle']:<10} {aliases:<19} {r['accuracy']:>8} "
+             f"{r['macro_f1']:>8} {r['recent_accuracy']:>8} {r['threshold'][:6]:>9}")
+
+
+@app.command("promote")
+def promote_cmd(
+    version: Annotated[str, typer.Argument(help="Registered version number (or its semver, e.g. 1.2.0).")],
+    to: Annotated[str, typer.Option(help="staging (canary) or production.")],
+) -> None:
+    """Point @staging (canary) or @production at a version."""
+    from intelrouter.registry import promote
+
+    mv = promote(_settings(), version, to)  # type: ignore[arg-type]
+    echo(f"@{to} -> version {mv.version} (v{mv.tags.get('semver', '?')})")
+
+
+@app.command("rollback")
+def rollback_cmd() -> None:
+    """Put @production back on the previous production version in one step."""
+    from intelrouter.registry import rollback
+
+    mv = rollback(_settings())
+    echo(f"@production -> version {mv.version} (v{mv.tags.get('semver', '?')})")
+
+
+@app.command("benchmark")
+def benchmark_cmd(
+    dataset: Annotated[str, typer.Argument(help="clinc150, clinc150-small, clinc150-imbalanced, banking77, or a "
+                                           "CSV/JSONL file with text, label, split.")],
+    classifier: Annotated[str | None, typer.Option(help="Final step (default: settings).")] = None,
+    c: Annotated[float, typer.Option("--C", "-C", help="Inverse regularisation of the classifier.")] = 10.0,
+    features: Annotated[str, typer.Option(help="TextFeatures parameters as JSON, e.g. '{\"min_df\": 1}'.")] = "{}",
+    datasets: Annotated[Path | None, typer.Option(help="Directory holding clinc150/ and banking77/.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train through the production path on a public benchmark and report its published metrics (no tuning on test)."""
+    import json
+
+    from intelrouter import benchmark
+    from intelrouter.errors import InputError
+    from intelrouter.features import TextFeatures
+    from intelrouter.model import CLASSIFIERS
+    from intelrouter.train import TrainOptions
+
+    try:
+        params = json.loads(features)
+        options = TrainOptions(classifier=classifier, C=c, features=params)
+        TextFeatures(**params)
+        if (options.classifier or "lr") not in CLASSIFIERS:
+            raise ValueError(f"unknown classifier {options.classifier!r}: use one of {', '.join(CLASSIFIERS)}")
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"bad --features or --C: {str(exc).splitlines()[0]}") from None
+    data = benchmark.load(dataset, datasets or benchmark.DATASETS_DIR)
+    result = benchmark.run(data, _settings(), options)
+    echo(json.dumps(result.as_dict(), indent=2) if as_json else benchmark.to_markdown(result))
+
+
+# --- end of training and registry ------------------------------------------------------------------
+
+
+# --- serving ---------------------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes; each loads the models itself.")] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the router: POST /route (/api/query), /feedback, /override; GET /health, /metrics."""
+    import uvicorn
+
+    _settings()  # a bad setting is one error line here, not a traceback in every worker
+    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
+                access_log=False, log_level=log_level)
+
+
+# --- end of serving ---------------------------------------------------------------------------------
+
+
+# --- human review ----------------------------------------------------------------------------------
+
+review_app = typer.Typer(help="Human review in Label Studio: set up the project, push queries, pull answers.",
+                         no_args_is_help=True)
+app.add_typer(review_app, name="review")
+_LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="At most this many tasks/answers.")]
+_ProjectOpt = Annotated[
+    int | None, typer.Option("--project-id", help="Label Studio project (default INTELROUTER_LABEL_STUDIO_PROJECT_ID).")
+]
+
+
+@review_app.command("setup")
+def review_setup(
+    title: Annotated[str, typer.Option(help="Project title, used when no project id is set.")] = "IntelRouter review",
+) -> None:
+    """Create the Label Studio review project (or update the configured one's labels) and print its id."""
+    from intelrouter import review
+
+    settings = _settings()
+    project_id = review.setup_project(settings, title=title)
+    echo(f"project {project_id} ready at {settings.label_studio_url.rstrip('/')}/projects/{project_id}")
+    if settings.label_studio_project_id != project_id:
+        echo(f"set INTELROUTER_LABEL_STUDIO_PROJECT_ID={project_id}")
+
+
+@review_app.command("push")
+def review_push(limit: _LimitOpt = None, project_id: _ProjectOpt = None) -> None:
+    """Send needs-review queries to Label Studio as tasks (priority first, least confident first), once each."""
+    from intelrouter import review
+
+    r = review.push(_settings(), limit=limit, project_id=project_id)
+    adopted = f"; adopted {r.adopted} left by an interrupted push" if r.adopted else ""
+    echo(f"pushed {r.pushed} tasks to project {r.project_id}{adopted}")
+
+
+@review_app.command("pull")
+def review_pull(limit: _LimitOpt = None, project_id: _ProjectOpt = None) -> None:
+    """Fetch answers given since the last pull: labels into ml_data, queries approved or rejected."""
+    from intelrouter import review
+
+    r = review.pull(_settings(), limit=limit, project_id=project_id)
+    echo(f"pulled {r.written} answers from project {r.project_id}: {r.approved} approved, {r.rejected} none of "
+         f"these, {r.skipped} skipped; {r.disagreements} disagree with the model; {r.unchanged} already pulled")
+
+
+@review_app.command("sync")
+def review_sync(limit: _LimitOpt = None, project_id: _ProjectOpt = None) -> None:
+    """Pull the answers, then push what waits for review: both steps in one command."""
+    from intelrouter import review
+
+    r = review.sync(_settings(), limit=limit, project_id=project_id)
+    echo(f"pulled {r.pull.written} answers ({r.pull.approved} approved, {r.pull.rejected + r.pull.skipped} "
+         f"rejected); pushed {r.push.pushed} tasks to project {r.push.project_id}")
+
+
+# --- end of human review ---------------------------------------------------------------------------
+
+
+# --- flows, monitoring, demo -----------------------------------------------------------------------
+
+flow_app = typer.Typer(help="Prefect flows: run one now (ephemeral Prefect unless PREFECT_API_URL is set).",
+                       no_args_is_help=True)
+canary_app = typer.Typer(help="The @staging canary: compare it with @production and act.", no_args_is_help=True)
+app.add_typer(flow_app, name="flow")
+app.add_typer(canary_app, name="canary")
+FLOWS = {
+    "capture": "flows.capture:capture",
+    "labelstudio-sync": "flows.labelstudio_sync:labelstudio_sync",
+    "export": "flows.export:export",
+    "train": "flows.train:train",
+    "canary-check": "flows.canary_check:canary_check",
+    "retrain-loop": "flows.retrain_loop:retrain_loop",
+}
+
+
+@flow_app.command("run")
+def flow_run(
+    name: Annotated[str, typer.Argument(help="capture | labelstudio-sync | export | train | canary-check | "
+                                             "retrain-loop")],
+    force: Annotated[bool, typer.Option(help="train: train even below the weekly trigger.")] = False,
+) -> None:
+    """Run one flow now, as the schedule would; prints its result as JSON."""
+    import json
+
+    from flows.common import prefect_env
+    from intelrouter.errors import InputError
+
+    if name not in FLOWS:
+        raise InputError(f"unknown flow {name!r}: use one of {', '.join(FLOWS)}")
+    _settings()  # a bad setting is one error line before Prefect starts
+    prefect_env()
+    from flows.deploy import load_flow
+
+    result = load_flow(FLOWS[name])(**({"force": force} if name == "train" else {}))
+    echo(json.dumps(result, indent=2, default=str))
+
+
+@canary_app.command("check")
+def canary_check(
+    dry_run: Annotated[bool, typer.Option(help="Decide and log, change nothing.")] = False,
+) -> None:
+    """Compare @staging with @production on feedback: promote, raise the share a step, roll back, or wait."""
+    from intelrouter.canary import check
+
+    report = check(_settings(), dry_run=dry_run)
+    decision = report.decision
+    echo(f"{decision['action']}{'' if report.applied or decision['action'] in ('wait', 'none') else ' (dry run)'}: "
+         f"{decision['reason']}")
+    if report.path:
+        echo(f"log: {report.path}")
+
+
+@app.command("report")
+def report(
+    days: Annotated[int | None, typer.Option(help="Days to look back (default: INTELROUTER_REPORT_DAYS).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Monitoring: per day and per model version, alerts (logged, and POSTed to the webhook when set)."""
+    import json
+
+    from intelrouter.report import run_report, to_markdown
+
+    rep = run_report(_settings(), days=days)
+    echo(json.dumps(rep.as_dict(), indent=2, default=str) if as_json else to_markdown(rep) + f"\nreport: {rep.path}")
+
+
+@app.command("deploy")
+def deploy(
+    api_url: Annotated[str | None, typer.Option(help="Prefect server API, e.g. http://127.0.0.1:4200/api "
+                                                     "(default: PREFECT_API_URL).")] = None,
+) -> None:
+    """Serve every flow on its schedule against a Prefect server (blocks; schedules survive a restart)."""
+    from flows.common import prefect_env
+
+    settings = _settings()
+    if api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+    prefect_env()
+    from flows.deploy import serve_all
+
+    serve_all(settings)
+
+
+@app.command("demo")
+def demo(
+    data_dir: Annotated[Path | None, typer.Option(help="Where the demo keeps everything (default: "
+                                                       "INTELROUTER_DATA_DIR, .intelrouter).")] = None,
+) -> None:
+    """The whole loop in a minute on the embedded defaults (SQLite, local MLflow, ephemeral Prefect); re-runnable."""
+    from intelrouter.config import load_settings
+    from intelrouter.demo import run_demo
+
+    run_demo(load_settings(data_dir=data_dir) if data_dir else _settings())
+
+
+# --- end of flows, monitoring, demo ----------------------------------------------------------------
 
 
 def main() -> None:

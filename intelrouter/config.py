@@ -40,7 +40,7 @@ class Settings(BaseSettings):
 
     # Model and threshold
     uncertain_threshold: float = Field(0.6, ge=0, le=1, description="Confidence below which the answer is UNCERTAIN.")
-    threshold_policy: Literal["fixed", "coverage", "balanced"] = Field(
+    threshold_policy: Literal["fixed", "coverage", "balanced", "accuracy"] = Field(
         "fixed", description="How training picks the UNCERTAIN threshold on held-out data."
     )
     target_coverage: float = Field(0.9, gt=0, le=1, description="Answered share the `coverage` policy keeps.")
@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     test_size: float = Field(0.2, gt=0, lt=1, description="Held-out test share.")
     random_state: int = Field(42, description="Seed for splits and models.")
     recent_days: int = Field(30, ge=1, description="Width of the recent slice evaluated on its own.")
+    classifier: str = Field("lr", description="Final pipeline step: lr (SAG logistic regression), lr-lbfgs, sgd, svc.")
+    gate_tolerance: float = Field(0.01, ge=0, le=1, description="Metric drop vs production the gate tolerates.")
+    gate_min_accuracy: float = Field(0.5, ge=0, le=1, description="Test accuracy a first model must reach.")
+    gate_min_macro_f1: float = Field(0.3, ge=0, le=1, description="Test macro F1 a first model must reach.")
 
     # Canary and serving
     canary_share: float = Field(0.10, ge=0, le=1, description="Initial share of traffic sent to @staging.")
@@ -86,6 +90,11 @@ class Settings(BaseSettings):
     online_accuracy_floor: float = Field(0.80, ge=0, le=1, description="Alert below this production accuracy.")
     uncertain_rate_ceiling: float = Field(0.20, ge=0, le=1, description="Alert above this uncertain rate.")
     alert_webhook_url: str | None = Field(None, description="URL that receives alerts as a JSON POST.")
+    alert_min_samples: int = Field(
+        20, ge=1, description="Fewest production queries (and feedback labels) before a rate or accuracy alert."
+    )
+    report_days: int = Field(7, ge=1, description="Days the monitoring report and its alerts look back.")
+    schedule_timezone: str = Field("UTC", description="IANA time zone of the flow schedules (02:00 capture, ...).")
 
     # Label Studio
     label_studio_url: str | None = Field(None, description="Label Studio base URL, e.g. http://127.0.0.1:8080.")

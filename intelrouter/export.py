@@ -15,7 +15,7 @@ from intelrouter import store
 from intelrouter.config import Settings
 from intelrouter.errors import InputError
 
-EXPORT_FIELDS = ("id", "text", "label", "language", "source", "confidence", "created_at")
+EXPORT_FIELDS = ("id", "text", "label", "language", "source", "confidence", "created_at", "split")
 
 
 def export_query(

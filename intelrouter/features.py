@@ -86,6 +86,8 @@ class StemTokenizer:
         for tok in _TOKEN_RE.findall(doc):
             stem = cache.get(tok)
             if stem is None:
+                if len(cache) > 200_000:  # serving sees unbounded vocabularies; keep memory flat
+                    cache.clear()
                 stem = cache[tok] = _stemmer().stem(tok)
             out.append(stem)
         return out
@@ -172,10 +174,10 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         self,
         word_ngrams: tuple[int, int] = (1, 2),
         char_ngrams: tuple[int, int] = (2, 5),
-        min_df: int = 1,
+        min_df: int = 2,
         max_word_features: int | None = None,
         max_char_features: int | None = None,
-        stems: bool = False,
+        stems: bool = True,
         signals: bool = True,
         signal_weight: float = 0.5,
         pos_tags: bool = False,
@@ -205,7 +207,7 @@ class TextFeatures(TransformerMixin, BaseEstimator):
             parts.append(f"w{self.word_ngrams[0]}-{self.word_ngrams[1]}{'s' if self.stems else ''}")
         if self.char_ngrams:
             parts.append(f"c{self.char_ngrams[0]}-{self.char_ngrams[1]}")
-        if self.min_df != 1:
+        if self.min_df != 2:
             parts.append(f"df{self.min_df}")
         if self.max_word_features or self.max_char_features:
             parts.append(f"max{self.max_word_features or 0}.{self.max_char_features or 0}")

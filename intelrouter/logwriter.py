@@ -7,6 +7,7 @@ the buffer is flushed (or spilled when the database is still down).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import threading
@@ -225,6 +226,7 @@ class QueryLogWriter:
             with self._spill_lock:
                 self.spill_path.parent.mkdir(parents=True, exist_ok=True)
                 with self.spill_path.open("a", encoding="utf-8") as fh:
+                    fcntl.flock(fh, fcntl.LOCK_EX)  # several workers may share the file: no torn lines
                     fh.write(lines)
                 self.spilled += len(rows)
         except Exception as exc:  # noqa: BLE001 - a full disk must not take the server down

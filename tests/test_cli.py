@@ -77,3 +77,16 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_readme_documents_every_setting_and_command() -> None:
+    from intelrouter.config import Settings
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [f"INTELROUTER_{name.upper()}" for name in Settings.model_fields
+               if f"`INTELROUTER_{name.upper()}`" not in readme]
+    assert missing == []
+    commands = {" ".join(path) for path in _commands(typer.main.get_command(app))}
+    undocumented = [c for c in commands if f"intelrouter {c}" not in readme and not any(
+        f"intelrouter {c} " in line for line in readme.splitlines())]
+    assert undocumented == []

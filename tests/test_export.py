@@ -36,7 +36,7 @@ def test_export_writes_every_approved_row_with_its_fields(settings: Settings, tm
     out = tmp_path / "all.jsonl"
     assert export_jsonl(settings, out) == 4
     rows = _read(out)
-    assert set(rows[0]) == {"id", "text", "label", "language", "source", "confidence", "created_at"}
+    assert set(rows[0]) == {"id", "text", "label", "language", "source", "confidence", "created_at", "split"}
     assert {r["text"]: r["label"] for r in rows}["track it"] == "track"
 
 

@@ -1,0 +1,172 @@
+"""Bench: push 10 000 review tasks with predictions and pull 10 000 annotations against a real Label Studio.
+
+Run: .venv/bin/python bench/labelstudio_sync.py [--tasks 10000] [--rounds 3] [--database-url URL]
+(Label Studio from $LABEL_STUDIO_VENV, default .venv-labelstudio: run `bash .ci/labelstudio.sh` once.)
+Starts its own Label Studio 1.23 (tests/labelstudio_support.py) on a copy of the pre-migrated data dir, seeds
+CLINC150 queries as needs-review, and times only `review.push` and `review.pull`. Anchors, same run, same
+server: the raw single-POST import of the same tasks, and the raw listing of the same annotated tasks.
+Prints a markdown block for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from labelstudio_support import TOKEN, LabelStudioServer  # noqa: E402
+from sqlalchemy import func, select, update  # noqa: E402
+
+from intelrouter import capture, review, store  # noqa: E402
+from intelrouter.config import Settings, load_settings  # noqa: E402
+from intelrouter.labelstudio import LabelStudioClient  # noqa: E402
+
+DATASET = REPO.parent / "shared" / "datasets" / "clinc150" / "data_full.json"
+
+
+def seed(settings: Settings, n: int) -> list[str]:
+    """n needs-review queries from CLINC150: real texts, the true intent as the model's guess 70 % of the time."""
+    rows = json.loads(DATASET.read_text())["train"]
+    labels = sorted({label for _, label in rows})
+    rng = random.Random(42)
+    records = []
+    for i in range(n):
+        text, label = rows[i % len(rows)]
+        guess = label if rng.random() < 0.7 else rng.choice(labels)
+        records.append({"id": str(uuid.uuid4()), "text": text, "language": "en", "predicted_label": guess,
+                        "confidence": round(rng.uniform(0.05, 0.84), 4), "model_version": "3"})
+    capture.log_queries(settings, records)
+    q = store.queries
+    with store.connect(settings) as conn:
+        conn.execute(update(q).values(review_status=store.NEEDS_REVIEW, review_priority=2))
+        conn.execute(update(q).where(q.c.confidence >= settings.review_threshold).values(review_priority=5))
+    return [r["id"] for r in records]
+
+
+def annotated_copy(settings: Settings, ls: LabelStudioClient, project_id: int, batch: int = 2000) -> int:
+    """Import every needs-review query again, this time with a reviewer's annotation, and record the task ids
+    as if pushed: the pull then has 10 000 real answers to fetch (Label Studio has no bulk-annotate call)."""
+    rng = random.Random(7)
+    with store.connect(settings) as conn:
+        rows = review._select_for_push(conn, project_id, None)
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        tasks = []
+        for row in chunk:
+            task = review._task(row)
+            roll = rng.random()
+            if roll < 0.1:
+                task["annotations"] = [{"result": [], "was_cancelled": True}]
+            else:
+                label = review.NONE_CHOICE if roll < 0.15 else (row.top_label if roll < 0.8 else "translate")
+                task["annotations"] = [{"result": [{"from_name": "label", "to_name": "text", "type": "choices",
+                                                    "value": {"choices": [label]}}]}]
+            tasks.append(task)
+        ids = ls.import_tasks(project_id, tasks)
+        review._record_intent(settings, project_id, chunk)
+        review._record_pushed(settings, project_id, [(row.id, tid) for row, tid in zip(chunk, ids, strict=True)])
+    return len(rows)
+
+
+def main() -> None:
+    """Run the bench and print the markdown block."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temp dir")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved push / raw-import rounds")
+    args = parser.parse_args()
+    n = args.tasks
+    root = Path(tempfile.mkdtemp(prefix="intelrouter-lsbench-"))
+    server = LabelStudioServer.from_template(root)
+    server.start()
+    try:
+        settings = load_settings(
+            data_dir=root / "data", database_url=args.database_url, mlflow_tracking_uri=f"sqlite:///{root}/mlflow.db",
+            label_studio_url=server.url, label_studio_api_key=TOKEN,
+        )
+        seed(settings, n)
+        ls = LabelStudioClient(server.url, TOKEN)
+        config = ls.get_project(review.setup_project(settings, title="bench setup"))["label_config"]
+        with store.connect(settings) as conn:  # the anchor imports exactly what the push sends
+            payload = [review._task(row) for row in review._select_for_push(conn, -1, None)]
+
+        # Interleaved rounds (ours, raw, raw, ours, ...) on a shared, noisy machine; each into a fresh project.
+        t_push, t_raw_import = [], []
+        for r in range(args.rounds):
+            for kind in ("ours", "raw") if r % 2 == 0 else ("raw", "ours"):
+                project_id = ls.create_project(f"bench {kind} {r}", config)["id"]
+                t = time.perf_counter()
+                if kind == "ours":
+                    assert review.push(settings, project_id=project_id).pushed == n
+                    t_push.append(time.perf_counter() - t)
+                    pushed_project = project_id
+                else:
+                    ls.request("POST", f"/api/projects/{project_id}/import", json_body=payload, idempotent=False)
+                    t_raw_import.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        assert review.push(settings, project_id=pushed_project).pushed == 0
+        t_repush = time.perf_counter() - t
+
+        pull_project = ls.create_project("bench pull", config)["id"]
+        annotated_copy(settings, ls, pull_project)
+        t_raw_list = []
+        for _ in range(2):  # before and after the pull: Label Studio's own cost of serving the answers
+            t = time.perf_counter()
+            assert sum(len(page) for page in ls.annotated_tasks(pull_project)) == n
+            t_raw_list.append(time.perf_counter() - t)
+            if len(t_raw_list) == 1:
+                t = time.perf_counter()
+                pulled = review.pull(settings, project_id=pull_project)
+                t_pull = time.perf_counter() - t
+                assert pulled.written == n, pulled
+        t = time.perf_counter()
+        again = review.pull(settings, project_id=pull_project)
+        t_repull = time.perf_counter() - t
+        assert again.written == 0 and again.unchanged == n, again
+        with store.connect(settings) as conn:
+            written = conn.execute(select(func.count()).select_from(store.ml_data)).scalar()
+        assert written == pulled.approved, (written, pulled)
+        ls.close()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    db = "PostgreSQL" if args.database_url else "SQLite"
+    push_s, raw_s, list_s = statistics.median(t_push), statistics.median(t_raw_import), statistics.mean(t_raw_list)
+    print(f"""## Human review (Label Studio)
+
+Command: `.venv/bin/python bench/labelstudio_sync.py --tasks {n} --rounds {args.rounds}`
+(starts its own Label Studio 1.23.2 from `$LABEL_STUDIO_VENV`, default `.venv-labelstudio`, on a copy of the
+pre-migrated SQLite data dir; IntelRouter store on {db}; CLINC150 texts; batches of {review.BATCH_SIZE}; push
+and raw import interleaved, each into a fresh project, medians of {args.rounds}).
+
+| measure | IntelRouter | anchor | ratio |
+|---|---:|---:|---:|
+| push {n:,} tasks with predictions | {push_s:.1f} s ({n / push_s:,.0f} tasks/s) \
+| raw single-POST import of the same tasks {raw_s:.1f} s | {push_s / raw_s:.2f}× |
+| pull {n:,} annotations | {t_pull:.1f} s ({n / t_pull:,.0f} answers/s) \
+| raw listing of the same annotated tasks {list_s:.1f} s | {t_pull / list_s:.2f}× |
+| pull vs the import anchor | {t_pull:.1f} s | raw single-POST import {raw_s:.1f} s | {t_pull / raw_s:.2f}× |
+| re-push (nothing to send) | {t_repush:.2f} s | | |
+| re-pull (nothing new: {n:,} answers re-read and skipped) | {t_repull:.1f} s | | |
+
+- Push rounds: {", ".join(f"{x:.1f}" for x in t_push)} s; raw imports: {", ".join(f"{x:.1f}" for x in t_raw_import)} s.
+- Goals push ≤ 30 s and pull ≤ 30 s: {"met" if push_s <= 30 else "NOT met"} ({push_s:.1f} s), \
+{"met" if t_pull <= 30 else "NOT met"} ({t_pull:.1f} s).
+- Pull outcome: {pulled.approved:,} approved ({pulled.disagreements:,} disagree with the model), \
+{pulled.rejected:,} none of these, {pulled.skipped:,} skipped.
+""")
+
+
+if __name__ == "__main__":
+    main()

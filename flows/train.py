@@ -1,0 +1,56 @@
+"""Scheduled training: weekly (seed 004) when enough new approved samples wait, every 30 days regardless (seed 000)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import DATABASE, settings_from
+from flows.retrain_loop import retrain_loop
+from intelrouter import store
+from intelrouter.config import Settings
+from intelrouter.errors import InsufficientDataError
+
+
+def should_train(waiting: int, trigger: int, force: bool) -> tuple[bool, str]:
+    """The weekly rule: train when `trigger` approved samples are unused, or when forced (the 30-day run)."""
+    if force:
+        return True, f"scheduled retrain regardless of new data ({waiting} samples waiting)"
+    if waiting >= trigger:
+        return True, f"{waiting} approved samples are unused (trigger {trigger})"
+    return False, f"skipped: {waiting} approved samples are unused, the weekly trigger is {trigger}"
+
+
+@task(cache_policy=NO_CACHE, **DATABASE)
+def count_waiting(settings: Settings) -> int:
+    """Approved ground-truth rows no version has trained on yet."""
+    with store.connect(settings) as conn:
+        return store.count(conn, "SELECT COUNT(*) FROM ml_data WHERE trained_version IS NULL")
+
+
+@flow(name="train")
+def train(force: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the retrain loop when the weekly rule says so (or `force`); otherwise log a skip."""
+    settings = settings_from(overrides)
+    logger = get_run_logger()
+    waiting = count_waiting(settings)
+    go, reason = should_train(waiting, settings.weekly_trigger, force)
+    if not go:
+        logger.info(reason)
+        create_markdown_artifact(f"Training {reason}.", key="intelrouter-train", description="Training skipped")
+        return {"trained": False, "reason": reason, "waiting": waiting}
+    logger.info("training: %s", reason)
+    try:
+        result = retrain_loop(overrides=overrides)
+    except InsufficientDataError as exc:  # a scheduled run on a young installation: a skip, not a failure
+        logger.warning("skipped: %s", exc)
+        create_markdown_artifact(f"Training skipped: {exc}.", key="intelrouter-train", description="Training skipped")
+        return {"trained": False, "reason": f"skipped: {exc}", "waiting": waiting}
+    return {"trained": True, "reason": reason, "waiting": waiting, **result}
+
+
+if __name__ == "__main__":
+    train()

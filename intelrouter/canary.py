@@ -1,0 +1,243 @@
+"""The canary check (seed 004: canary 10 % -> monitor 48 h -> production): decide, then act through the registry.
+
+`decide` is pure: from the online accuracy of @staging and @production (feedback labels joined to the
+queries each variant answered) it returns promote, raise the share a step, roll back, or wait.
+`check` reads the numbers, applies the decision with `intelrouter.registry`, and logs it to
+logs/canary-*.json. A promotion is undone with `intelrouter rollback`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Connection, case, func, select
+
+from intelrouter import store
+from intelrouter.config import Settings
+from intelrouter.errors import NotFoundError
+from intelrouter.report import HUMAN_SOURCES
+from intelrouter.triage import write_report
+
+log = logging.getLogger(__name__)
+
+Action = Literal["promote", "raise", "rollback", "wait", "none"]
+# One-sided 95 %: a rollback needs staging to be worse than production by more than the tolerance with
+# this confidence, so a handful of unlucky labels cannot reject a good model (it waits for more instead).
+CONFIDENCE_Z = 1.645
+STEP_TAG = "canary_step_at"  # registered-model tag: when the current canary share was set (naive UTC ISO)
+
+
+@dataclass(frozen=True)
+class VariantStats:
+    """Feedback on the answers one variant gave: how many were labelled by a human, how many were right."""
+
+    version: str | None
+    labelled: int = 0
+    correct: int = 0
+
+    @property
+    def accuracy(self) -> float | None:
+        """Online accuracy (None without labels)."""
+        return self.correct / self.labelled if self.labelled else None
+
+
+@dataclass(frozen=True)
+class CanaryState:
+    """What the decision looks at."""
+
+    production: VariantStats | None
+    staging: VariantStats | None
+    share: float
+    hours_at_share: float  # hours since the canary started or its share was last raised
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The canary check's verdict; `share` is the new traffic share when raising."""
+
+    action: Action
+    reason: str
+    share: float | None = None
+    difference: float | None = None  # staging accuracy minus production accuracy
+    margin: float | None = None  # CONFIDENCE_Z standard errors of that difference
+
+
+def next_step(share: float, steps: list[float]) -> float | None:
+    """The first configured share above the current one (None when the canary is at the last step)."""
+    above = sorted(s for s in steps if s > share + 1e-9)
+    return above[0] if above else None
+
+
+def decide(
+    state: CanaryState, *, steps: list[float], window_hours: float, min_feedback: int, tolerance: float
+) -> Decision:
+    """Promote, raise the share a step, roll back, or wait; pure, so every branch is tested without servers."""
+    staging, production = state.staging, state.production
+    if staging is None or staging.version is None:
+        return Decision("none", "no canary: nothing carries @staging")
+    if production is None or production.version is None:
+        return Decision("promote", f"v{staging.version} is on @staging and nothing carries @production")
+    if state.hours_at_share < window_hours:
+        return Decision(
+            "wait", f"the canary has run {state.hours_at_share:.1f} h of {window_hours:g} h at {state.share:.0%}"
+        )
+    short = [f"{name} has {s.labelled}" for name, s in (("staging", staging), ("production", production))
+             if s.labelled < min_feedback]
+    if short or staging.accuracy is None or production.accuracy is None:
+        return Decision("wait", f"need {min_feedback} feedback labels on each variant: " + ", ".join(short))
+    p_s, p_p = staging.accuracy, production.accuracy
+    diff = p_s - p_p
+    se = math.sqrt(p_s * (1 - p_s) / staging.labelled + p_p * (1 - p_p) / production.labelled)
+    margin = CONFIDENCE_Z * se
+    numbers = (f"staging v{staging.version} {p_s:.1%} on {staging.labelled} labels vs production "
+               f"v{production.version} {p_p:.1%} on {production.labelled}")
+    if diff + margin < -tolerance:
+        return Decision("rollback", f"{numbers}: worse by more than {tolerance:.0%}", None, diff, margin)
+    if diff < -tolerance:
+        return Decision("wait", f"{numbers}: possibly worse by more than {tolerance:.0%}, not yet certain; "
+                        "collecting more feedback", None, diff, margin)
+    step = next_step(state.share, steps)
+    if step is not None:
+        return Decision("raise", f"{numbers}: within tolerance, share {state.share:.0%} -> {step:.0%}",
+                        step, diff, margin)
+    return Decision("promote", f"{numbers}: within tolerance at the last step ({state.share:.0%})",
+                    None, diff, margin)
+
+
+def variant_stats(
+    conn: Connection, version: str | None, variant: str, since: datetime | None = None
+) -> VariantStats:
+    """Human labels on the queries `version` answered as `variant` (optionally from `since`)."""
+    if version is None:
+        return VariantStats(None)
+    q, m = store.queries, store.ml_data
+    where = [q.c.model_version == str(version), q.c.variant == variant, m.c.source.in_(HUMAN_SOURCES)]
+    if since is not None:
+        where.append(q.c.created_at >= since)
+    labelled, correct = conn.execute(
+        select(func.count(), func.coalesce(func.sum(case((q.c.top_label == m.c.label, 1), else_=0)), 0))
+        .select_from(q.join(m, m.c.query_id == q.c.id)).where(*where)
+    ).one()
+    return VariantStats(str(version), int(labelled), int(correct))
+
+
+def canary_started(conn: Connection, version: str) -> datetime | None:
+    """When the canary started taking traffic: the first query it answered as staging."""
+    q = store.queries
+    return conn.execute(
+        select(func.min(q.c.created_at)).where(q.c.model_version == str(version), q.c.variant == "staging")
+    ).scalar()
+
+
+@dataclass
+class CanaryReport:
+    """One canary check: the numbers, the decision, and what was done (logs/canary-*.json)."""
+
+    checked_at: str
+    state: dict[str, Any]
+    decision: dict[str, Any]
+    applied: bool
+    settings: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+
+def read_state(settings: Settings, now: datetime | None = None) -> CanaryState:
+    """The registry's aliases and share plus the store's feedback counts, as a CanaryState."""
+    from intelrouter import registry
+
+    now = now or store.utcnow()
+    staging_mv = registry.alias_version(settings, "staging")
+    production_mv = registry.alias_version(settings, "production")
+    share = float(registry.canary_share(settings))
+    if staging_mv is None:
+        return CanaryState(VariantStats(str(production_mv.version) if production_mv else None), None, share, 0.0)
+    step_at = _step_time(settings, str(staging_mv.version))
+    with store.connect(settings) as conn:
+        started = canary_started(conn, str(staging_mv.version))
+        staging = variant_stats(conn, str(staging_mv.version), "staging")
+        production = variant_stats(conn, str(production_mv.version) if production_mv else None, "production",
+                                   since=started)
+    clock = max(t for t in (started, step_at) if t is not None) if (started or step_at) else None
+    hours = (now - clock).total_seconds() / 3600 if clock else 0.0
+    return CanaryState(production, staging, share, max(hours, 0.0))
+
+
+def _step_time(settings: Settings, version: str) -> datetime | None:
+    """When the share of this canary version was last raised (from the registered-model tag), if ever."""
+    from intelrouter import registry
+
+    client = registry.get_client(settings)
+    try:
+        model = registry.call(settings, "registered model", client.get_registered_model, settings.model_name)
+    except NotFoundError:
+        return None
+    value = (model.tags or {}).get(STEP_TAG, "")
+    stamped_version, _, when = value.partition("@")
+    if stamped_version != version or not when:
+        return None
+    return store.parse_when(when, STEP_TAG)
+
+
+def apply(settings: Settings, state: CanaryState, decision: Decision, now: datetime | None = None) -> bool:
+    """Carry the decision out in the registry; returns True when something changed."""
+    from intelrouter import registry
+
+    staging = state.staging.version if state.staging else None
+    if staging is not None:
+        current = registry.alias_version(settings, "staging")
+        if current is None or str(current.version) != staging:  # moved by hand while we were deciding
+            log.warning("@staging changed during the canary check (was v%s): nothing done", staging)
+            return False
+    if decision.action == "promote" and staging:
+        registry.promote(settings, staging, to="production")
+        return True
+    if decision.action == "rollback" and staging:
+        registry.clear_staging(settings, reason=f"canary rolled back: {decision.reason}")
+        return True
+    if decision.action == "raise" and staging and decision.share is not None:
+        # the step time first: if the share write then fails, the canary only waits one more window
+        stamp = (now or store.utcnow()).isoformat(timespec="seconds")
+        client = registry.get_client(settings)
+        registry.call(settings, "registered model", client.set_registered_model_tag, settings.model_name, STEP_TAG,
+                      f"{staging}@{stamp}")
+        registry.set_canary_share(settings, decision.share)
+        return True
+    return False
+
+
+def decide_for(settings: Settings, state: CanaryState) -> Decision:
+    """`decide` with the canary settings (steps, window, minimum feedback, tolerance)."""
+    return decide(state, steps=settings.canary_steps, window_hours=settings.canary_window_hours,
+                  min_feedback=settings.canary_min_feedback, tolerance=settings.canary_tolerance)
+
+
+def record(settings: Settings, state: CanaryState, decision: Decision, applied: bool,
+           now: datetime | None = None) -> CanaryReport:
+    """Log a decision to logs/canary-<time>-<action>.json (a check with no canary writes no file)."""
+    now = now or store.utcnow()
+    log.info("canary check: %s (%s)%s", decision.action, decision.reason, "" if applied else " [not applied]")
+    report = CanaryReport(
+        checked_at=now.isoformat(timespec="seconds"),
+        state=asdict(state),
+        decision=asdict(decision),
+        applied=applied,
+        settings={k: getattr(settings, k) for k in
+                  ("canary_steps", "canary_window_hours", "canary_min_feedback", "canary_tolerance")},
+    )
+    if decision.action != "none":
+        name = f"canary-{now.strftime('%Y%m%dT%H%M%S.%f')[:-3]}-{decision.action}.json"
+        report.path = str(write_report(settings, name, asdict(report)))
+    return report
+
+
+def check(settings: Settings, dry_run: bool = False, now: datetime | None = None) -> CanaryReport:
+    """Run one canary check: read, decide, apply (unless `dry_run`), and log the decision under logs/."""
+    now = now or store.utcnow()
+    state = read_state(settings, now)
+    decision = decide_for(settings, state)
+    applied = False if dry_run else apply(settings, state, decision, now)
+    return record(settings, state, decision, applied, now)

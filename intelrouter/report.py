@@ -1,0 +1,308 @@
+"""Monitoring (seed 004): the loop's numbers per day and per model version, and the alerts they raise."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, case, func, select
+
+from intelrouter import store
+from intelrouter.config import Settings
+from intelrouter.triage import write_report
+
+log = logging.getLogger(__name__)
+
+HUMAN_SOURCES = ("feedback", "override", "label-studio")  # labels that say whether an answer was right
+PRODUCTION = "production"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One checklist item that fired: what, the measured value, and the limit it crossed."""
+
+    kind: str  # online_accuracy | uncertain_rate | samples_waiting
+    message: str
+    value: float
+    limit: float
+
+
+@dataclass
+class Report:
+    """The monitoring report over a window of days (written to logs/monitoring-YYYY-MM-DD.json)."""
+
+    generated_at: str
+    since: str
+    until: str
+    days: list[dict[str, Any]]
+    versions: list[dict[str, Any]]
+    production: dict[str, Any]
+    review_backlog: int
+    samples_waiting: int
+    alerts: list[Alert] = field(default_factory=list)
+    path: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-ready data."""
+        return asdict(self)
+
+
+def _rate(part: float, whole: float) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _per_day(conn: Connection, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    q, m = store.queries, store.ml_data
+    day = func.date(q.c.created_at)
+    in_window = (q.c.created_at >= since, q.c.created_at < until)
+    flag = lambda cond: func.coalesce(func.sum(case((cond, 1), else_=0)), 0)  # noqa: E731
+    captured = {
+        str(r.day): r
+        for r in conn.execute(
+            select(
+                day.label("day"),
+                func.count().label("captured"),
+                flag(q.c.review_status != store.PENDING).label("triaged"),
+                flag(q.c.review_status == store.AUTO_APPROVED).label("auto_approved"),
+                flag(q.c.review_status == store.NEEDS_REVIEW).label("needs_review"),
+                flag(q.c.uncertain).label("uncertain"),
+            ).where(*in_window).group_by(day)
+        )
+    }
+    labelled = {
+        str(r.day): r
+        for r in conn.execute(
+            select(day.label("day"), func.count().label("labelled"),
+                   flag(q.c.top_label == m.c.label).label("correct"))
+            .select_from(q.join(m, m.c.query_id == q.c.id))
+            .where(*in_window, m.c.source.in_(HUMAN_SOURCES)).group_by(day)
+        )
+    }
+    mday = func.date(m.c.created_at)
+    waiting = dict(
+        conn.execute(
+            select(mday, func.count())
+            .where(m.c.created_at >= since, m.c.created_at < until, m.c.trained_version.is_(None))
+            .group_by(mday)
+        ).all()
+    )
+    waiting = {str(k): int(v) for k, v in waiting.items()}
+    rows = []
+    for d in sorted(set(captured) | set(labelled) | set(waiting)):
+        c, lab = captured.get(d), labelled.get(d)
+        n, n_lab = (int(c.captured) if c else 0), (int(lab.labelled) if lab else 0)
+        rows.append({
+            "day": d,
+            "captured": n,
+            "auto_approved": int(c.auto_approved) if c else 0,
+            "auto_approval_rate": _rate(int(c.auto_approved), int(c.triaged)) if c else None,
+            "uncertain_rate": _rate(int(c.uncertain), n) if c else None,
+            "labelled": n_lab,
+            "online_accuracy": _rate(int(lab.correct), n_lab) if lab else None,
+            "needs_review": int(c.needs_review) if c else 0,
+            "new_samples_waiting": waiting.get(d, 0),
+        })
+    return rows
+
+
+def _per_version(conn: Connection, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    q, m = store.queries, store.ml_data
+    in_window = (q.c.created_at >= since, q.c.created_at < until)
+    flag = lambda cond: func.coalesce(func.sum(case((cond, 1), else_=0)), 0)  # noqa: E731
+    keys = (q.c.model_version, q.c.variant)
+    served = conn.execute(
+        select(*keys, func.count().label("captured"), flag(q.c.uncertain).label("uncertain"),
+               flag(q.c.review_status == store.AUTO_APPROVED).label("auto_approved"),
+               flag(q.c.review_status != store.PENDING).label("triaged"))
+        .where(*in_window).group_by(*keys)
+    ).all()
+    judged = {
+        (r.model_version, r.variant): r
+        for r in conn.execute(
+            select(*keys, func.count().label("labelled"), flag(q.c.top_label == m.c.label).label("correct"))
+            .select_from(q.join(m, m.c.query_id == q.c.id))
+            .where(*in_window, m.c.source.in_(HUMAN_SOURCES)).group_by(*keys)
+        )
+    }
+    rows = []
+    for r in sorted(served, key=lambda r: (str(r.model_version or ""), str(r.variant or ""))):
+        lab = judged.get((r.model_version, r.variant))
+        n_lab = int(lab.labelled) if lab else 0
+        rows.append({
+            "model_version": r.model_version,
+            "variant": r.variant,
+            "captured": int(r.captured),
+            "auto_approval_rate": _rate(int(r.auto_approved), int(r.triaged)),
+            "uncertain": int(r.uncertain),
+            "uncertain_rate": _rate(int(r.uncertain), int(r.captured)),
+            "labelled": n_lab,
+            "correct": int(lab.correct) if lab else 0,
+            "online_accuracy": _rate(int(lab.correct), n_lab) if lab else None,
+        })
+    return rows
+
+
+def _production(versions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Production traffic over the window: what users of the @production variant experienced."""
+    prod = [v for v in versions if v["variant"] == PRODUCTION]
+    captured = sum(v["captured"] for v in prod)
+    uncertain = sum(v["uncertain"] for v in prod)
+    labelled = sum(v["labelled"] for v in prod)
+    correct = sum(v["correct"] for v in prod)
+    return {
+        "versions": sorted({str(v["model_version"]) for v in prod}),
+        "captured": captured,
+        "uncertain_rate": _rate(uncertain, captured),
+        "labelled": labelled,
+        "online_accuracy": _rate(correct, labelled),
+    }
+
+
+def check_alerts(production: dict[str, Any], samples_waiting: int, settings: Settings) -> list[Alert]:
+    """Seed 004's checklist: low production accuracy, too many fallbacks, too many samples waiting."""
+    alerts = []
+    enough = settings.alert_min_samples
+    acc = production.get("online_accuracy")
+    if acc is not None and production.get("labelled", 0) >= enough and acc < settings.online_accuracy_floor:
+        alerts.append(Alert(
+            "online_accuracy",
+            f"production online accuracy {acc:.1%} on {production['labelled']} feedback labels is below the "
+            f"floor {settings.online_accuracy_floor:.0%}",
+            acc, settings.online_accuracy_floor,
+        ))
+    rate = production.get("uncertain_rate")
+    if rate is not None and production.get("captured", 0) >= enough and rate > settings.uncertain_rate_ceiling:
+        alerts.append(Alert(
+            "uncertain_rate",
+            f"uncertain (fallback) rate {rate:.1%} of {production['captured']} production queries is above the "
+            f"ceiling {settings.uncertain_rate_ceiling:.0%}",
+            rate, settings.uncertain_rate_ceiling,
+        ))
+    if samples_waiting >= settings.alert_waiting:
+        alerts.append(Alert(
+            "samples_waiting",
+            f"{samples_waiting} labelled samples are waiting for training (alert at {settings.alert_waiting}): "
+            "run `intelrouter train`",
+            float(samples_waiting), float(settings.alert_waiting),
+        ))
+    return alerts
+
+
+def collect(settings: Settings, days: int | None = None, now: datetime | None = None) -> Report:
+    """Read the report's numbers from the store for the last `days` days (today included)."""
+    days = days or settings.report_days
+    now = now or store.utcnow()
+    since = datetime(now.year, now.month, now.day) - timedelta(days=days - 1)
+    until = now + timedelta(microseconds=1)
+    with store.connect(settings) as conn:
+        per_day = _per_day(conn, since, until)
+        versions = _per_version(conn, since, until)
+        backlog = store.count(conn, "SELECT COUNT(*) FROM queries WHERE review_status = :s", s=store.NEEDS_REVIEW)
+        waiting = store.count(conn, "SELECT COUNT(*) FROM ml_data WHERE trained_version IS NULL")
+    production = _production(versions)
+    return Report(
+        generated_at=now.isoformat(timespec="seconds"),
+        since=since.isoformat(timespec="seconds"),
+        until=now.isoformat(timespec="seconds"),
+        days=per_day,
+        versions=versions,
+        production=production,
+        review_backlog=backlog,
+        samples_waiting=waiting,
+        alerts=check_alerts(production, waiting, settings),
+    )
+
+
+def notify(settings: Settings, report: Report) -> bool | None:
+    """Log each alert as a warning and POST them as JSON to the webhook; True when the webhook took them.
+
+    None when there is nothing to send or no webhook is set; a webhook failure is logged, never raised:
+    monitoring must not break the flow that runs it.
+    """
+    for alert in report.alerts:
+        log.warning("ALERT %s: %s", alert.kind, alert.message)
+    if not report.alerts or not settings.alert_webhook_url:
+        return None
+    import httpx
+
+    payload = {
+        "source": "intelrouter",
+        "generated_at": report.generated_at,
+        "alerts": [asdict(a) for a in report.alerts],
+        "production": report.production,
+        "review_backlog": report.review_backlog,
+        "samples_waiting": report.samples_waiting,
+        "report": report.path,
+    }
+    try:
+        response = httpx.post(settings.alert_webhook_url, json=payload, timeout=10)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        log.warning("alert webhook %s failed: %s", settings.alert_webhook_url, str(exc).splitlines()[0] if str(exc)
+                    else type(exc).__name__)
+        return False
+    return True
+
+
+def write(settings: Settings, report: Report) -> Path:
+    """Write the report JSON under logs/ (one file per day, the latest run wins)."""
+    path = write_report(settings, f"monitoring-{report.generated_at[:10]}.json", report.as_dict())
+    report.path = str(path)
+    return path
+
+
+def run_report(settings: Settings, days: int | None = None, now: datetime | None = None) -> Report:
+    """Collect, write and alert: what `intelrouter report` and the daily capture flow do."""
+    report = collect(settings, days, now)
+    write(settings, report)
+    notify(settings, report)
+    return report
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.1%}"
+    return str(value)
+
+
+def to_markdown(report: Report) -> str:
+    """The report as markdown (the Prefect artifact and `intelrouter report --markdown`)."""
+    lines = [f"# IntelRouter monitoring, {report.since[:10]} to {report.until[:10]}", ""]
+    if report.alerts:
+        lines += ["## Alerts", ""] + [f"- **{a.kind}**: {a.message}" for a in report.alerts] + [""]
+    else:
+        lines += ["No alerts.", ""]
+    p = report.production
+    lines += [
+        f"Production ({', '.join(p['versions']) or 'no traffic'}): {p['captured']} queries, uncertain rate "
+        f"{_fmt(p['uncertain_rate'])}, online accuracy {_fmt(p['online_accuracy'])} on {p['labelled']} labels. "
+        f"Review backlog {report.review_backlog}; samples waiting for training {report.samples_waiting}.",
+        "",
+        "## Per day",
+        "",
+        "| day | captured | auto-approval | uncertain | labelled | online accuracy | needs review | new waiting |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {d['day']} | {d['captured']} | {_fmt(d['auto_approval_rate'])} | {_fmt(d['uncertain_rate'])} | "
+        f"{d['labelled']} | {_fmt(d['online_accuracy'])} | {d['needs_review']} | {d['new_samples_waiting']} |"
+        for d in report.days
+    ]
+    lines += [
+        "",
+        "## Per model version",
+        "",
+        "| version | variant | captured | auto-approval | uncertain | labelled | online accuracy |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {_fmt(v['model_version'])} | {_fmt(v['variant'])} | {v['captured']} | {_fmt(v['auto_approval_rate'])} | "
+        f"{_fmt(v['uncertain_rate'])} | {v['labelled']} | {_fmt(v['online_accuracy'])} |"
+        for v in report.versions
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,147 @@
+"""Monitoring: the numbers per day and per model version, the seed's alert checklist, the webhook."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+from conftest import free_port
+
+from intelrouter import report as monitoring
+from intelrouter.capture import log_queries
+from intelrouter.config import Settings, load_settings
+from intelrouter.groundtruth import record_feedback, record_override
+from intelrouter.triage import triage
+
+NOW = datetime(2026, 3, 10, 12, 0, 0)
+
+
+def _query(qid: str, day: int, *, version: str | None = "1", variant: str | None = "production", top: str = "easy",
+           uncertain: bool = False, provider: str = "intelrouter", confidence: float = 0.9) -> dict:
+    return {"id": qid, "text": f"query {qid}", "predicted_label": "UNCERTAIN" if uncertain else top, "top_label": top,
+            "confidence": confidence, "uncertain": uncertain, "provider": provider, "model_version": version,
+            "variant": variant, "created_at": f"2026-03-{day:02d}T09:00:00"}
+
+
+def _seed(settings: Settings) -> None:
+    rows = [
+        # 9 March: production v1, 4 queries (1 uncertain); a teacher query that triage auto-approves
+        _query("a1", 9), _query("a2", 9), _query("a3", 9, uncertain=True, confidence=0.3), _query("a4", 9, top="hard"),
+        _query("t1", 9, version=None, variant=None, provider="teacher", confidence=0.95, top="weather"),
+        # 10 March: production v1 and the v2 canary
+        _query("b1", 10), _query("b2", 10, top="medium"),
+        _query("c1", 10, version="2", variant="staging"), _query("c2", 10, version="2", variant="staging"),
+        # outside the 7-day window
+        _query("old", 1),
+    ]
+    log_queries(settings, rows)
+    triage(settings)
+    for qid, label in [("a1", "easy"), ("a2", "medium"), ("a4", "hard"), ("b1", "easy"), ("b2", "hard"),
+                       ("c1", "easy"), ("c2", "easy"), ("old", "hard")]:
+        record_feedback(settings, qid, label)
+    record_override(settings, "a2", "easy")  # the user corrects their feedback: now a1, a2, a4 right on 9 March
+
+
+def test_numbers_per_day_and_per_version(settings: Settings) -> None:
+    _seed(settings)
+    rep = monitoring.collect(settings, days=7, now=NOW)
+    days = {d["day"]: d for d in rep.days}
+    assert set(days) == {"2026-03-09", "2026-03-10"}  # 1 March is outside the window
+    d9 = days["2026-03-09"]
+    assert (d9["captured"], d9["auto_approved"], d9["labelled"], d9["needs_review"]) == (5, 1, 3, 4)
+    assert d9["auto_approval_rate"] == 0.2 and d9["uncertain_rate"] == 0.2 and d9["online_accuracy"] == 1.0
+    d10 = days["2026-03-10"]
+    assert (d10["captured"], d10["labelled"], d10["online_accuracy"]) == (4, 4, 0.75)
+    versions = {(v["model_version"], v["variant"]): v for v in rep.versions}
+    assert versions[("1", "production")]["captured"] == 6
+    assert versions[("1", "production")]["online_accuracy"] == round(4 / 5, 4)
+    assert versions[("2", "staging")]["online_accuracy"] == 1.0
+    assert rep.production == {"versions": ["1"], "captured": 6, "uncertain_rate": round(1 / 6, 4), "labelled": 5,
+                              "online_accuracy": 0.8}
+    assert rep.review_backlog == 9  # every router query (the old one too) waits for review; the teacher's did not
+    assert rep.samples_waiting == 9  # 8 feedback labels + 1 auto-approved, none trained on yet
+
+
+def test_alerts_fire_past_floor_ceiling_and_waiting(settings: Settings) -> None:
+    _seed(settings)
+    quiet = monitoring.collect(settings, now=NOW)
+    assert quiet.alerts == []  # too little evidence by default (alert_min_samples=20), 9 waiting < 1000
+    strict = load_settings(alert_min_samples=5, online_accuracy_floor=0.9, uncertain_rate_ceiling=0.1,
+                           alert_waiting=9)
+    kinds = {a.kind: a for a in monitoring.collect(strict, now=NOW).alerts}
+    assert set(kinds) == {"online_accuracy", "uncertain_rate", "samples_waiting"}
+    assert kinds["online_accuracy"].value == 0.8 and kinds["online_accuracy"].limit == 0.9
+    assert "80.0%" in kinds["online_accuracy"].message and "5 feedback labels" in kinds["online_accuracy"].message
+    lenient = load_settings(alert_min_samples=5, online_accuracy_floor=0.8, uncertain_rate_ceiling=0.2,
+                            alert_waiting=10)
+    assert monitoring.collect(lenient, now=NOW).alerts == []  # at the floor/ceiling is not past it
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append((self.headers["Content-Type"], json.loads(body)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_webhook_receives_alerts_as_json_and_a_dead_one_only_logs(settings: Settings, caplog) -> None:  # noqa: ANN001
+    _seed(settings)
+    server = HTTPServer(("127.0.0.1", free_port()), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/hook"
+        alerting = load_settings(alert_waiting=3, alert_webhook_url=url)
+        rep = monitoring.run_report(alerting, now=NOW)
+        assert Path(rep.path).is_file() and json.loads(Path(rep.path).read_text())["samples_waiting"] == 9
+        ctype, payload = _Hook.received[-1]
+        assert ctype == "application/json"
+        assert [a["kind"] for a in payload["alerts"]] == ["samples_waiting"]
+        assert payload["report"] == rep.path and payload["samples_waiting"] == 9
+    finally:
+        server.shutdown()
+        server.server_close()
+    dead = load_settings(alert_waiting=3, alert_webhook_url=f"http://127.0.0.1:{free_port()}/hook")
+    rep = monitoring.collect(dead, now=NOW)
+    assert monitoring.notify(dead, rep) is False
+    assert any("ALERT samples_waiting" in r.message for r in caplog.records)
+    assert any("webhook" in r.message and "failed" in r.message for r in caplog.records)
+
+
+def test_no_alerts_means_no_post(settings: Settings) -> None:
+    _seed(settings)
+    _Hook.received.clear()
+    calm = load_settings(alert_webhook_url=f"http://127.0.0.1:{free_port()}/never")
+    assert monitoring.notify(calm, monitoring.collect(calm, now=NOW)) is None
+
+
+def test_empty_store_reports_zeros(settings: Settings) -> None:
+    rep = monitoring.collect(settings, now=NOW)
+    assert rep.days == [] and rep.versions == [] and rep.alerts == []
+    assert rep.production["online_accuracy"] is None and rep.samples_waiting == 0
+    assert "No alerts." in monitoring.to_markdown(rep)
+
+
+def test_cli_report_prints_tables_and_writes_json(settings: Settings) -> None:
+    _seed(settings)
+    result = subprocess.run([sys.executable, "-m", "intelrouter.cli", "report", "--days", "30"],
+                            capture_output=True, text=True, env={**os.environ, "INTELROUTER_ALERT_WAITING": "5"},
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "samples_waiting" in result.stdout and "Per model version" in result.stdout
+    files = list((settings.data_dir / "logs").glob("monitoring-*.json"))
+    assert len(files) == 1
+    data = json.loads(files[0].read_text())
+    assert data["samples_waiting"] == 9 and data["alerts"][0]["kind"] == "samples_waiting"
+    as_json = subprocess.run([sys.executable, "-m", "intelrouter.cli", "report", "--json"], capture_output=True,
+                             text=True, env=dict(os.environ), timeout=120)
+    assert json.loads(as_json.stdout)["review_backlog"] == 9

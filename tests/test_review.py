@@ -1,0 +1,470 @@
+"""Human review against a real Label Studio: setup, push, annotate as a reviewer would, pull, crash, resume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import uuid
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from labelstudio_support import TOKEN, USERNAME, LabelStudioMissing, LabelStudioServer, free_port
+from sqlalchemy import select, update
+
+from intelrouter import capture, groundtruth, labelstudio, review, store
+from intelrouter.config import Settings, load_settings
+from intelrouter.errors import ConfigError, LabelStudioError
+from intelrouter.labelstudio import LabelStudioClient, LabelStudioUnavailable
+
+# --- fixtures and helpers -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    """One real Label Studio for the whole session (each test works in its own project)."""
+    try:
+        server = LabelStudioServer.from_template(tmp_path_factory.mktemp("labelstudio"))
+    except LabelStudioMissing as exc:
+        pytest.fail(str(exc))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ls_settings(settings: Settings, label_studio: LabelStudioServer, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings on a fresh database pointing at the session's Label Studio (also exported for CLI runs)."""
+    monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_URL", label_studio.url)
+    monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_API_KEY", TOKEN)
+    return load_settings()
+
+
+@pytest.fixture
+def ls(label_studio: LabelStudioServer) -> Iterator[LabelStudioClient]:
+    """A client acting as the reviewer (and for looking at what the sync did)."""
+    with LabelStudioClient(label_studio.url, TOKEN) as client:
+        yield client
+
+
+def with_project(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Create a review project of its own for this test and return settings that name it."""
+    project_id = review.setup_project(settings, title=f"test-{uuid.uuid4().hex[:10]}")
+    monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_PROJECT_ID", str(project_id))
+    return load_settings()
+
+
+def seed(settings: Settings, rows: list[dict[str, Any]]) -> list[str]:
+    """Log queries, then set their triage outcome directly (triage itself is another module's job)."""
+    records = []
+    for i, row in enumerate(rows):
+        records.append({
+            "id": row.get("id") or str(uuid.uuid4()),
+            "text": row.get("text", f"query number {i}"),
+            "language": row.get("language", "en"),
+            "predicted_label": row.get("predicted_label", row.get("top_label", "book_flight")),
+            "top_label": row.get("top_label"),
+            "confidence": row["confidence"],
+            "uncertain": row.get("predicted_label") == review.UNCERTAIN,
+            "model_version": row.get("model_version", "7"),
+        })
+    capture.log_queries(settings, records)
+    q = store.queries
+    with store.connect(settings) as conn:
+        for rec, row in zip(records, rows, strict=True):
+            status = row.get("status", store.NEEDS_REVIEW)
+            priority = row.get("priority", 2 if row["confidence"] < 0.7 else 5)
+            priority = priority if status == store.NEEDS_REVIEW else None
+            conn.execute(update(q).where(q.c.id == rec["id"]).values(review_status=status, review_priority=priority))
+    return [r["id"] for r in records]
+
+
+def needs_review(n: int, label: str = "book_flight") -> list[dict[str, Any]]:
+    """n needs-review queries with distinct confidences."""
+    return [{"top_label": label, "confidence": round(0.05 + 0.9 * i / max(n, 1), 6)} for i in range(n)]
+
+
+def tasks_of(ls: LabelStudioClient, project_id: int) -> list[dict[str, Any]]:
+    """Every task of a project with data and predictions, in id order."""
+    tasks, page = [], 1
+    while True:
+        resp = ls.request("GET", "/api/tasks", params={"project": project_id, "fields": "all", "page": page,
+                                                        "page_size": 500})
+        tasks += resp["tasks"]
+        if len(resp["tasks"]) < 500:
+            return sorted(tasks, key=lambda t: t["id"])
+        page += 1
+
+
+def tasks_per_query(ls: LabelStudioClient, project_id: int) -> Counter[str]:
+    """How many Label Studio tasks each query id has (Label Studio itself never de-duplicates)."""
+    return Counter(t["data"]["query_id"] for page in ls.iter_tasks(project_id) for t in page)
+
+
+def choice(label: str, comment: str | None = None) -> list[dict[str, Any]]:
+    """An annotation result as the labeling UI submits it."""
+    result = [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+    if comment:
+        result.append({"from_name": "comment", "to_name": "text", "type": "textarea", "value": {"text": [comment]}})
+    return result
+
+
+def ledger(settings: Settings) -> dict[str, Any]:
+    """review_tasks rows by query id."""
+    with store.connect(settings) as conn:
+        return {r.query_id: r for r in conn.execute(select(store.review_tasks))}
+
+
+def labels(settings: Settings) -> dict[str, Any]:
+    """ml_data rows by query id."""
+    with store.connect(settings) as conn:
+        return {r.query_id: r for r in conn.execute(select(store.ml_data))}
+
+
+def statuses(settings: Settings) -> dict[str, str]:
+    """review_status of every query."""
+    with store.connect(settings) as conn:
+        return dict(conn.execute(select(store.queries.c.id, store.queries.c.review_status)).all())
+
+
+# --- no server needed -------------------------------------------------------------------------------
+
+
+def test_labeling_config_offers_each_label_once_plus_none_and_comment() -> None:
+    labels_in = ["weather", 'a&b "quoted" <label>', "book_flight", "weather"]
+    root = ET.fromstring(review.labeling_config(labels_in))
+    choices = [c.get("value") for c in root.iter("Choice")]
+    assert choices == ["a&b \"quoted\" <label>", "book_flight", "weather", review.NONE_CHOICE]
+    (control,) = root.iter("Choices")
+    assert control.get("name") == "label" and control.get("choice") == "single-radio"
+    (comment,) = root.iter("TextArea")
+    assert comment.get("name") == "comment"
+
+
+def test_missing_settings_fail_with_one_clear_line(settings: Settings) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTELROUTER_LABEL_STUDIO")}
+    run = subprocess.run([sys.executable, "-m", "intelrouter.cli", "review", "push", "--project-id", "1"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "error: INTELROUTER_LABEL_STUDIO_URL is not set: give the Label Studio base URL"
+    ]
+    env["INTELROUTER_LABEL_STUDIO_URL"] = "http://127.0.0.1:9"
+    env["INTELROUTER_LABEL_STUDIO_API_KEY"] = TOKEN
+    run = subprocess.run([sys.executable, "-m", "intelrouter.cli", "review", "pull"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert "INTELROUTER_LABEL_STUDIO_PROJECT_ID is not set" in run.stderr
+    with pytest.raises(ConfigError, match="INTELROUTER_LABEL_STUDIO_API_KEY"):
+        LabelStudioClient("http://127.0.0.1:9", "")
+    with pytest.raises(ConfigError, match="give a URL such as http://"):
+        LabelStudioClient("127.0.0.1:8080", TOKEN)
+
+
+def test_unreachable_server_retries_then_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(labelstudio, "_backoff_sleep", waits.append)
+    with LabelStudioClient(f"http://127.0.0.1:{free_port()}", TOKEN, retries=4, backoff=0.5) as client:
+        with pytest.raises(LabelStudioUnavailable, match="cannot reach Label Studio .* after 4 attempts"):
+            client.whoami()
+    assert waits == [0.5, 1.0, 2.0]  # exponential back-off between the attempts
+
+
+# --- against the real server ------------------------------------------------------------------------
+
+
+@pytest.mark.labelstudio
+def test_setup_creates_the_project_then_updates_it(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(ls_settings, [
+        {"top_label": "book_flight", "confidence": 0.4},
+        {"top_label": "cancel_order", "confidence": 0.6},
+        {"predicted_label": review.UNCERTAIN, "top_label": "weather", "confidence": 0.2},
+    ])
+    with store.connect(ls_settings) as conn:
+        groundtruth.upsert_label(conn, query_id=None, text="what is my balance", label="balance", source="import")
+    title = f"setup-{uuid.uuid4().hex[:8]}"
+    project_id = review.setup_project(ls_settings, title=title)
+    project = ls.get_project(project_id)
+    assert review.project_labels(project) == {"balance", "book_flight", "cancel_order", "weather"}
+    assert review.NONE_CHOICE in project["parsed_label_config"]["label"]["labels"]
+    assert project["parsed_label_config"]["comment"]["type"] == "TextArea"
+
+    assert review.setup_project(ls_settings, title=title) == project_id  # found by title, not created twice
+    seed(ls_settings, [{"top_label": "transfer", "confidence": 0.5}])
+    monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_PROJECT_ID", str(project_id))
+    assert review.setup_project(load_settings()) == project_id
+    assert review.project_labels(ls.get_project(project_id)) == {"balance", "book_flight", "cancel_order",
+                                                                  "transfer", "weather"}
+
+
+@pytest.mark.labelstudio
+def test_push_sends_needs_review_by_priority_then_confidence_with_predictions(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = seed(ls_settings, [
+        {"top_label": "book_flight", "confidence": 0.80, "priority": 5},  # 0
+        {"top_label": "cancel_order", "confidence": 0.40, "priority": 2, "language": "de"},  # 1
+        {"top_label": "book_flight", "confidence": 0.20, "priority": 2},  # 2
+        {"top_label": "cancel_order", "confidence": 0.72, "priority": 5},  # 3
+        {"top_label": "book_flight", "confidence": 0.95, "status": store.AUTO_APPROVED},  # 4: not for review
+        {"top_label": "book_flight", "confidence": 0.50, "status": store.PENDING},  # 5: not triaged yet
+        {"predicted_label": review.UNCERTAIN, "top_label": "weather", "confidence": 0.10, "priority": 2},  # 6
+    ])
+    settings = with_project(ls_settings, monkeypatch)
+    result = review.push(settings)
+    assert (result.selected, result.pushed, result.adopted) == (5, 5, 0)
+
+    tasks = tasks_of(ls, settings.label_studio_project_id)
+    assert [t["data"]["query_id"] for t in tasks] == [ids[6], ids[2], ids[1], ids[3], ids[0]]
+    by_query = {t["data"]["query_id"]: t for t in tasks}
+    assert by_query[ids[1]]["data"] == {"text": "query number 1", "language": "de", "priority": 2,
+                                        "query_id": ids[1]}
+    (prediction,) = by_query[ids[6]]["predictions"]
+    assert prediction["model_version"] == "7" and prediction["score"] == pytest.approx(0.10)
+    assert prediction["result"][0]["value"] == {"choices": ["weather"]}  # the top label, not UNCERTAIN
+    assert by_query[ids[3]]["predictions"][0]["result"][0]["value"] == {"choices": ["cancel_order"]}
+
+    rows = ledger(settings)
+    assert set(rows) == {ids[i] for i in (0, 1, 2, 3, 6)}
+    assert all(rows[q].status == "pushed" and rows[q].task_id == by_query[q]["id"] for q in rows)
+    assert rows[ids[0]].priority == 5 and rows[ids[2]].priority == 2
+
+
+@pytest.mark.labelstudio
+def test_repush_sends_only_what_is_missing(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = seed(ls_settings, needs_review(5))
+    settings = with_project(ls_settings, monkeypatch)
+    first = review.push(settings, limit=2)
+    assert first.pushed == 2
+    assert set(tasks_per_query(ls, settings.label_studio_project_id)) == {ids[0], ids[1]}  # least confident
+    assert review.push(settings).pushed == 3
+    assert review.push(settings).pushed == 0
+    new = seed(settings, [{"top_label": "new_intent", "confidence": 0.3}])
+    assert review.push(settings).pushed == 1
+    per_query = tasks_per_query(ls, settings.label_studio_project_id)
+    assert set(per_query) == set(ids + new) and set(per_query.values()) == {1}
+    # the new label was added to the project's choices so the pre-annotation is valid
+    assert "new_intent" in review.project_labels(ls.get_project(settings.label_studio_project_id))
+
+
+@pytest.mark.labelstudio
+def test_pull_stores_labels_statuses_and_disagreement_once(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = seed(ls_settings, [
+        {"top_label": "book_flight", "confidence": 0.3, "text": "fly me to rome"},
+        {"top_label": "book_flight", "confidence": 0.4, "text": "cancel my order"},
+        {"top_label": "cancel_order", "confidence": 0.5},
+        {"top_label": "cancel_order", "confidence": 0.6},
+        {"top_label": "cancel_order", "confidence": 0.65},  # left unanswered
+    ])
+    settings = with_project(ls_settings, monkeypatch)
+    review.push(settings)
+    task = {t["data"]["query_id"]: t["id"] for t in tasks_of(ls, settings.label_studio_project_id)}
+    ls.create_annotation(task[ids[0]], choice("book_flight"))  # confirms the model
+    ls.create_annotation(task[ids[1]], choice("cancel_order", comment="clearly a cancellation"))  # corrects it
+    ls.create_annotation(task[ids[2]], [], was_cancelled=True)  # skipped
+    ls.create_annotation(task[ids[3]], choice(review.NONE_CHOICE, comment="track_parcel"))  # none fits
+
+    result = review.pull(settings)
+    assert (result.approved, result.rejected, result.skipped, result.disagreements) == (2, 1, 1, 1)
+    gt = labels(settings)
+    assert set(gt) == {ids[0], ids[1]}
+    assert gt[ids[0]].label == "book_flight" and gt[ids[1]].label == "cancel_order"
+    assert {r.source for r in gt.values()} == {"label-studio"} and {r.reviewer for r in gt.values()} == {USERNAME}
+    assert gt[ids[1]].text == "cancel my order"
+    st = statuses(settings)
+    assert [st[i] for i in ids] == [store.APPROVED, store.APPROVED, store.REJECTED, store.REJECTED,
+                                    store.NEEDS_REVIEW]
+    rows = ledger(settings)
+    assert [rows[i].status for i in ids] == ["completed", "completed", "skipped", "completed", "pushed"]
+    assert [rows[i].agrees_with_model for i in ids[:4]] == [True, False, None, False]
+    assert rows[ids[1]].human_label == "cancel_order" and rows[ids[1]].comment == "clearly a cancellation"
+    assert rows[ids[3]].human_label is None and rows[ids[3]].comment == "track_parcel"
+    assert all(rows[i].reviewer == USERNAME and rows[i].completed_at and rows[i].annotation_id for i in ids[:4])
+
+    again = review.pull(settings)
+    assert again.written == 0 and again.unchanged == 4
+    assert labels(settings) == gt and ledger(settings) == rows  # not one row rewritten
+
+
+@pytest.mark.labelstudio
+def test_pull_takes_a_corrected_answer_and_honours_limit(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = seed(ls_settings, needs_review(3))
+    settings = with_project(ls_settings, monkeypatch)
+    review.push(settings)
+    task = {t["data"]["query_id"]: t["id"] for t in tasks_of(ls, settings.label_studio_project_id)}
+    annotation = ls.create_annotation(task[ids[0]], choice("book_flight"))
+    ls.create_annotation(task[ids[1]], choice("book_flight"))
+    ls.create_annotation(task[ids[2]], choice("book_flight"))
+
+    assert review.pull(settings, limit=2).written == 2
+    assert review.pull(settings, limit=2).written == 1
+    assert review.pull(settings).written == 0
+    assert set(labels(settings)) == set(ids)
+
+    ls.update_annotation(annotation["id"], choice("cancel_order"))  # the reviewer changes their mind
+    result = review.pull(settings)
+    assert (result.approved, result.disagreements, result.unchanged) == (1, 1, 2)
+    assert labels(settings)[ids[0]].label == "cancel_order"
+    assert ledger(settings)[ids[0]].agrees_with_model is False
+
+
+@pytest.mark.labelstudio
+def test_push_interrupted_between_import_and_record_adopts_instead_of_duplicating(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = seed(ls_settings, needs_review(7))
+    settings = with_project(ls_settings, monkeypatch)
+    real = review._record_pushed
+    calls = []
+
+    def crash_on_second_batch(*args: Any) -> None:
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeError("process killed after the import, before recording it")
+        real(*args)
+
+    monkeypatch.setattr(review, "_record_pushed", crash_on_second_batch)
+    with pytest.raises(RuntimeError, match="process killed"):
+        review.push(settings, batch_size=3)
+    monkeypatch.setattr(review, "_record_pushed", real)
+    rows = ledger(settings)
+    assert sorted(r.status for r in rows.values()) == ["pending"] * 3 + ["pushed"] * 3
+    assert sum(tasks_per_query(ls, settings.label_studio_project_id).values()) == 6  # Label Studio has batch 2
+
+    result = review.push(settings, batch_size=3)
+    assert (result.adopted, result.pushed) == (3, 1)
+    per_query = tasks_per_query(ls, settings.label_studio_project_id)
+    assert set(per_query) == set(ids) and set(per_query.values()) == {1}
+    task_ids = {t["data"]["query_id"]: t["id"] for t in tasks_of(ls, settings.label_studio_project_id)}
+    assert {q: r.task_id for q, r in ledger(settings).items()} == task_ids
+
+
+@pytest.mark.labelstudio
+def test_server_killed_mid_sync_resumes_without_duplicates_or_lost_answers(
+    ls_settings: Settings, label_studio: LabelStudioServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = seed(ls_settings, needs_review(90))
+    settings = with_project(ls_settings, monkeypatch)
+    project_id = settings.label_studio_project_id
+    impatient = LabelStudioClient(label_studio.url, TOKEN, retries=2, backoff=0.05)
+    real_import = impatient.import_tasks
+    imports = []
+
+    def import_then_kill_midway(*args: Any) -> list[int]:
+        imports.append(1)
+        if len(imports) == 3:  # SIGKILL while the third batch is on its way or being written
+            threading.Timer(0.02, label_studio.kill).start()
+        return real_import(*args)
+
+    impatient.import_tasks = import_then_kill_midway  # type: ignore[method-assign]
+    try:
+        with pytest.raises(LabelStudioError, match="push stopped after"):
+            review.push(settings, batch_size=10, client=impatient)
+    finally:
+        label_studio.restart()
+    with LabelStudioClient(label_studio.url, TOKEN) as ls:
+        assert 20 <= sum(tasks_per_query(ls, project_id).values()) <= 30  # batches 1-2, maybe 3
+        monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_URL", label_studio.url)  # the port may have moved
+        settings = load_settings()
+        review.push(settings, batch_size=10)
+        per_query = tasks_per_query(ls, project_id)
+        assert set(per_query) == set(ids) and set(per_query.values()) == {1}
+
+        answered = {t["data"]["query_id"]: t["id"] for t in tasks_of(ls, project_id)[:30]}
+        for i, task_id in enumerate(answered.values()):
+            ls.create_annotation(task_id, choice("book_flight" if i % 2 else "cancel_order"))
+
+    real_apply = review._apply
+    applied = []
+
+    def apply_then_kill(*args: Any) -> None:
+        real_apply(*args)
+        applied.append(1)
+        if len(applied) == 1:
+            label_studio.kill()  # after the first batch is committed
+
+    monkeypatch.setattr(review, "_apply", apply_then_kill)
+    impatient = LabelStudioClient(label_studio.url, TOKEN, retries=2, backoff=0.05)
+    try:
+        with pytest.raises(LabelStudioUnavailable):
+            review.pull(settings, batch_size=10, client=impatient)
+    finally:
+        label_studio.restart()
+    monkeypatch.setattr(review, "_apply", real_apply)
+    stored = len(labels(settings))
+    assert 10 <= stored < 30  # the first batch, maybe one more the prefetch had already read
+
+    monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_URL", label_studio.url)
+    result = review.pull(load_settings(), batch_size=10)
+    assert result.written == 30 - stored and result.unchanged == stored
+    gt = labels(settings)
+    assert set(gt) == set(answered)
+    assert [gt[q].label for q in answered] == ["cancel_order" if i % 2 == 0 else "book_flight" for i in range(30)]
+
+
+@pytest.mark.labelstudio
+def test_wrong_token_stops_at_once_naming_the_token(
+    ls_settings: Settings, label_studio: LabelStudioServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_retry(seconds: float) -> None:
+        raise AssertionError("a refused token must not be retried")
+
+    monkeypatch.setattr(labelstudio, "_backoff_sleep", no_retry)
+    monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_API_KEY", "0" * 40)
+    with pytest.raises(LabelStudioError, match="refused the legacy API token in INTELROUTER_LABEL_STUDIO_API_KEY"):
+        review.push(load_settings(), project_id=1)
+    monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_API_KEY", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl")
+    with pytest.raises(LabelStudioError, match="refused the personal access token"):
+        review.pull(load_settings(), project_id=1)
+
+
+@pytest.mark.labelstudio
+def test_personal_access_token_is_exchanged_for_a_bearer_token(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pat = ls.create_personal_access_token()
+    assert labelstudio.is_personal_access_token(pat)
+    seed(ls_settings, needs_review(2))
+    monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_API_KEY", pat)
+    settings = with_project(load_settings(), monkeypatch)
+    assert review.push(settings).pushed == 2
+    with LabelStudioClient(settings.label_studio_url, pat) as client:
+        assert client.whoami()["email"] == USERNAME
+        assert client._authorization().startswith("Bearer ")
+
+
+@pytest.mark.labelstudio
+def test_cli_setup_push_pull_sync(ls_settings: Settings, ls: LabelStudioClient) -> None:
+    ids = seed(ls_settings, needs_review(3))
+    env = dict(os.environ)
+
+    def cli(*args: str) -> str:
+        run = subprocess.run([sys.executable, "-m", "intelrouter.cli", "review", *args], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    out = cli("setup", "--title", f"cli-{uuid.uuid4().hex[:8]}")
+    project_id = int(out.split()[1])
+    assert f"set INTELROUTER_LABEL_STUDIO_PROJECT_ID={project_id}" in out
+    env["INTELROUTER_LABEL_STUDIO_PROJECT_ID"] = str(project_id)
+    assert cli("push", "--limit", "2").startswith(f"pushed 2 tasks to project {project_id}")
+    assert "pushed 1 tasks" in cli("sync")
+    task = {t["data"]["query_id"]: t["id"] for t in tasks_of(ls, project_id)}
+    ls.create_annotation(task[ids[0]], choice("book_flight"))
+    ls.create_annotation(task[ids[1]], [], was_cancelled=True)
+    assert cli("pull").startswith(f"pulled 2 answers from project {project_id}: 1 approved, 0 none of these, 1 skipped")
+    assert "pulled 0 answers" in cli("pull", "--project-id", str(project_id))

@@ -1,0 +1,221 @@
+"""The training job against a real MLflow SQLite tracking store: what it logs, registers, marks and refuses."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import DATASETS, free_port
+from sqlalchemy import select
+from training_support import (  # noqa: F401 - shared_tracking_uri is a fixture
+    age_rows,
+    cli_env,
+    on_shared_tracking,
+    seed_ml_data,
+    shared_tracking_uri,
+    synthetic_rows,
+    write_jsonl,
+)
+
+from intelrouter import registry, store
+from intelrouter.capture import log_queries
+from intelrouter.config import load_settings
+from intelrouter.errors import InputError, InsufficientDataError, RegistryError
+from intelrouter.model import load_router
+from intelrouter.train import train
+
+INTENTS = {"weather", "book_flight", "play_music", "set_alarm"}
+
+
+@pytest.fixture
+def settings(settings, shared_tracking_uri: str, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201, F811
+    """A fresh database, and a model and experiment of its own on one shared tracking store."""
+    return on_shared_tracking(monkeypatch, shared_tracking_uri)
+
+
+def _trained_versions(settings) -> dict[str | None, int]:  # noqa: ANN001
+    t = store.ml_data
+    with store.connect(settings) as conn:
+        rows = conn.execute(select(t.c.trained_version)).scalars().all()
+    return {v: rows.count(v) for v in set(rows)}
+
+
+def _run(settings, run_id: str):  # noqa: ANN001, ANN202
+    return registry.get_client(settings).get_run(run_id)
+
+
+def test_first_version_is_logged_registered_and_marks_its_rows(settings, tmp_path: Path) -> None:  # noqa: ANN001
+    seed_ml_data(settings, synthetic_rows(40, oos=20))
+    age_rows(settings, "paris", days=60)  # outside the last-30-days slice
+    # a routed query with a label ml_data never had: training must not see it
+    log_queries(settings, [{"text": "what is the weather in paris", "predicted_label": "from_queries",
+                            "confidence": 0.99}])
+    result = train(settings, threshold_policy="balanced")
+
+    assert (result.semver, result.version, result.lifecycle) == ("1.0.0", "1", "production")
+    assert result.gate.passed and str(registry.alias_version(settings, "production").version) == "1"
+    run = _run(settings, result.run_id)
+    assert re.fullmatch(r"v\d{8}_\d{6}", run.info.run_name)
+    tags = run.data.tags
+    assert tags["semver"] == "1.0.0" and tags["lifecycle"] == "production" and tags["gate"] == "passed"
+    assert re.fullmatch(r"[0-9a-f]{64}", tags["data_digest"]) and tags["code_version"]
+    params = run.data.params
+    assert params["threshold_policy_used"] == "balanced" and params["test_size"] == "0.2"
+    assert params["random_state"] == "42" and params["min_samples"] == "50" and params["classifier"] == "lr"
+    metrics = run.data.metrics
+    for key in ("accuracy", "macro_f1", "weighted_f1", "f1_weather", "coverage", "answered_accuracy",
+                "uncertain_rate", "ece", "oos_recall"):
+        assert f"test_{key}" in metrics, key
+    assert metrics["test_accuracy"] > 0.9 and metrics["recent_accuracy"] > 0.9
+    assert 0 < metrics["recent_rows"] < metrics["test_rows"]  # the aged rows left the recent slice
+    artifacts = {f.path for d in ("plots", "evaluation") for f in registry.get_client(settings).list_artifacts(
+        result.run_id, d)}
+    assert artifacts == {"plots/confusion_matrix.png", "plots/risk_coverage.png", "plots/reliability.png",
+                         "evaluation/classification_report.txt", "evaluation/misclassified.csv"}
+    dataset = run.inputs.dataset_inputs[0].dataset
+    assert dataset.name == "ml_data" and dataset.digest == tags["data_digest"][:32]
+    assert json.loads(dataset.profile)["num_rows"] == 180
+    assert json.loads(dataset.source)["tags"]["label_distribution"] == {
+        "weather": 40, "book_flight": 40, "play_music": 40, "set_alarm": 40, "oos": 20}
+
+    mv = registry.get_version(settings, "1")
+    assert mv.tags["semver"] == "1.0.0" and mv.tags["lifecycle"] == "production"
+    assert float(mv.tags["threshold"]) == pytest.approx(result.threshold)
+    router = load_router(f"models:/{settings.model_name}@production", settings.tracking_uri)
+    assert set(router.labels) == INTENTS  # no "oos" class, nothing from `queries`
+    assert router.threshold == pytest.approx(result.threshold)
+    assert router.predict_one("will it rain in tokyo tomorrow").top_label == "weather"
+
+    exp = registry.get_client(settings).get_experiment(run.info.experiment_id)
+    assert exp.artifact_location == settings.artifacts_dir.as_uri()
+    report = json.loads(result.report_path.read_text())
+    assert result.report_path.name == "training-router-v1.0.0.json"
+    assert report["semver"] == "1.0.0" and report["gate"]["passed"] and report["data"]["marked_rows"] == 180
+    # every row the version used is marked, held-out ones too: none stays "unused" to re-trigger training
+    assert int(params["train_rows"]) < 180 and int(params["test_rows"]) > 0 and int(params["val_rows"]) > 0
+    assert _trained_versions(settings) == {"1.0.0": 180} and result.marked_rows == 180
+
+
+def test_retrain_is_a_minor_bump_canary_and_marks_only_new_rows(settings) -> None:  # noqa: ANN001
+    seed_ml_data(settings, synthetic_rows(30, seed=1))
+    first = train(settings)
+    new_rows = seed_ml_data(settings, synthetic_rows(15, seed=2))
+    second = train(settings)
+    assert (second.semver, second.lifecycle) == ("1.1.0", "canary")
+    assert str(registry.alias_version(settings, "staging").version) == second.version
+    assert str(registry.alias_version(settings, "production").version) == first.version
+    assert registry.canary_share(settings) == pytest.approx(settings.canary_share)
+    counts = _trained_versions(settings)
+    assert counts["1.0.0"] == first.marked_rows == 120  # rows keep the version that first used them
+    assert counts["1.1.0"] == second.marked_rows == new_rows > 0 and None not in counts
+    third = train(settings, features={"stems": False})
+    assert third.semver == "2.0.0"  # a new feature set is a major version
+
+
+def test_regression_is_rejected_and_moves_no_alias(settings, tmp_path: Path) -> None:  # noqa: ANN001
+    seed_ml_data(settings, synthetic_rows(40, seed=3))
+    first = train(settings)
+    good_test = synthetic_rows(20, seed=4, split="test")
+    bad_train = synthetic_rows(40, seed=5, split="train")
+    labels = sorted(INTENTS)
+    random.Random(0).shuffle(bad_train)
+    for i, row in enumerate(bad_train):
+        row["label"] = labels[i % 4]  # labels unrelated to the texts
+    export = write_jsonl(tmp_path / "export.jsonl", bad_train + good_test)
+    before = _trained_versions(settings)
+    result = train(settings, source=str(export))
+    assert not result.gate.passed and result.lifecycle == "rejected"
+    assert any("regression" in r for r in result.gate.reasons)
+    assert str(registry.alias_version(settings, "production").version) == first.version
+    assert registry.alias_version(settings, "staging") is None
+    mv = registry.get_version(settings, result.version)
+    assert mv.tags["lifecycle"] == "rejected" and "regression" in mv.tags["rejected_reason"]
+    assert _run(settings, result.run_id).data.params["test_rows"] == str(len(good_test))
+    assert _trained_versions(settings) == before  # a rejected version uses up no samples
+
+
+def test_too_few_samples_is_one_line_and_exit_1(settings) -> None:  # noqa: ANN001
+    seed_ml_data(settings, synthetic_rows(5))
+    with pytest.raises(InsufficientDataError, match=r"^Insufficient training data: 20 samples, need at least 50$"):
+        train(settings)
+    done = subprocess.run(["intelrouter", "train"], env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: Insufficient training data: 20 samples, need at least 50"
+    assert registry.list_model_versions(settings) == []
+
+
+def test_bad_source_and_options_are_input_errors(settings, tmp_path: Path) -> None:  # noqa: ANN001
+    with pytest.raises(InputError, match="no such file"):
+        train(settings, source=str(tmp_path / "missing.jsonl"))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "hi", "label": "a"}\nnot json\n')
+    with pytest.raises(InputError, match="broken.jsonl:2: not valid JSON"):
+        train(settings, source=str(broken))
+    with pytest.raises(InputError, match="unknown threshold policy"):
+        train(settings, threshold_policy="strict")
+    with pytest.raises(InputError, match="unknown classifier"):
+        train(settings, classifier="forest")
+
+
+def test_unreachable_tracking_server_fails_cleanly(settings, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    seed_ml_data(settings, synthetic_rows(20))
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    dead = load_settings(mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(RegistryError, match="unreachable"):
+        train(dead)
+    assert _trained_versions(settings) == {None: 80}
+
+
+def test_cli_train_models_promote_rollback(settings, capsys: pytest.CaptureFixture, monkeypatch) -> None:  # noqa: ANN001
+    seed_ml_data(settings, synthetic_rows(30, seed=6))
+    # the first command in a real process; the rest through the same entry point in-process (imports are slow)
+    first = subprocess.run(["intelrouter", "train", "--threshold-policy", "coverage"], env=cli_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "trained v1.0.0 (model version 1" in first.stdout and "gate passed" in first.stdout
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        from intelrouter.cli import main
+
+        monkeypatch.setattr(sys, "argv", ["intelrouter", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    seed_ml_data(settings, synthetic_rows(10, seed=7))
+    code, out, _ = cli("train", "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["lifecycle"] == "canary"
+    listing = cli("models")[1]
+    assert re.search(r"2\s+1\.1\.0\s+canary\s+@staging", listing)
+    assert re.search(r"1\s+1\.0\.0\s+production\s+@production", listing)
+    assert cli("promote", "2", "--to", "production")[1].strip() == "@production -> version 2 (v1.1.0)"
+    assert cli("rollback")[1].strip() == "@production -> version 1 (v1.0.0)"
+    code, _, err = cli("promote", "7", "--to", "production")
+    assert code == 1
+    assert err.strip() == f"error: model {settings.model_name} has no version 7: see `intelrouter models`"
+    assert str(registry.alias_version(settings, "production").version) == "1"
+    code, out, err = cli("evaluate", "--model-uri", f"models:/{settings.model_name}/2")
+    assert code == 0, err
+    assert "candidate_test: accuracy" in out and "vs production" in out
+
+
+def test_clinc150_in_scope_accuracy(settings) -> None:  # noqa: ANN001
+    """CLINC150 (Larson et al. 2019) imported with its splits: in-scope train, OOS only for the threshold."""
+    from intelrouter.labels import import_labels
+
+    import_labels(settings, DATASETS / "clinc150" / "clinc150_full.csv", split_col="split")
+    result = train(settings, threshold_policy="balanced")
+    m = result.metrics
+    assert m["test_inscope_rows"] == 4500 and m["test_oos_rows"] == 1000
+    assert m["test_accuracy"] >= 0.92
+    assert m["test_oos_recall"] >= 0.5
+    assert result.lifecycle == "production"
