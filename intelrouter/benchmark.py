@@ -203,7 +203,7 @@ def run(data: BenchData, settings: Settings, options: TrainOptions | None = None
     return BenchResult(
         dataset=data.name, protocol=data.protocol,
         config={"classifier": router.info["classifier"], "C": options.C, "feature_set": router.info["feature_set"],
-                "n_features": router.info["n_features"], **({"features": options.features} if options.features else {})},
+                "n_features": router.info["n_features"], "features": options.features},
         rows={"train": len(data.train), "val": len(data.val), "val_oos": int(val_oos.sum()),
               "test": int((~is_oos).sum()), "test_oos": int(is_oos.sum())},
         timings={k: round(v, 3) for k, v in timings.items()},
@@ -226,7 +226,7 @@ def to_markdown(result: BenchResult) -> str:
         f"**{r.dataset}** ({r.protocol}); {r.config['classifier']} C={r.config['C']:g}, features "
         f"`{r.config['feature_set']}` ({r.config['n_features']:,} columns); rows {r.rows}",
         "",
-        "| threshold rule (chosen on validation) | threshold | in-scope acc (test) | OOS recall (oos_test) | coverage |",
+        "| threshold rule (on validation) | threshold | in-scope acc (test) | OOS recall (oos_test) | coverage |",
         "|---|---:|---:|---:|---:|",
     ]
     for row in r.rows_by_policy:

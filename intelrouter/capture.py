@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from intelrouter import store
 from intelrouter.config import Settings
 from intelrouter.errors import InputError
+from intelrouter.jsonl import iter_objects
 
 BATCH_SIZE = 5000
 
@@ -108,29 +108,18 @@ def log_query(settings: Settings, record: QueryRecord | dict[str, Any]) -> str:
 
 def read_jsonl_records(path: Path, settings: Settings) -> list[dict[str, Any]]:
     """Parse and validate every line of a conversations JSONL file; any bad line is an InputError."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: not valid JSON ({exc.msg}); nothing was imported") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{where}: expected a JSON object; nothing was imported")
-            obj = _with_stable_id(obj)
-            try:
-                rows.append(QueryRecord.model_validate(obj).to_row(settings))
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                field = ".".join(str(p) for p in err["loc"]) or "record"
-                raise InputError(f"{where}: {field}: {err['msg']}; nothing was imported") from None
-            except InputError as exc:
-                raise InputError(f"{where}: {str(exc).split(': ', 1)[-1]}; nothing was imported") from None
+    for lineno, obj in iter_objects(path):
+        where = f"{path}:{lineno}"
+        obj = _with_stable_id(obj)
+        try:
+            rows.append(QueryRecord.model_validate(obj).to_row(settings))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "record"
+            raise InputError(f"{where}: {field}: {err['msg']}; nothing was imported") from None
+        except InputError as exc:
+            raise InputError(f"{where}: {str(exc).split(': ', 1)[-1]}; nothing was imported") from None
     return rows
 
 

@@ -476,9 +476,7 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # the last line of defence: one line, no traceback
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # a usage error (typer vendors its own click)
             exc.show()
             sys.exit(exc.exit_code)
         typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     random_state: int = Field(42, description="Seed for splits and models.")
     recent_days: int = Field(30, ge=1, description="Width of the recent slice evaluated on its own.")
     classifier: str = Field("lr", description="Final pipeline step: lr (SAG logistic regression), lr-lbfgs, sgd, svc.")
+    ambiguity_margin: float = Field(0.0, ge=0, le=1, description=(
+        "Rasa-style ambiguity: UNCERTAIN also when the top confidence beats the second by less than this (0: off)."))
     gate_tolerance: float = Field(0.01, ge=0, le=1, description="Metric drop vs production the gate tolerates.")
     gate_min_accuracy: float = Field(0.5, ge=0, le=1, description="Test accuracy a first model must reach.")
     gate_min_macro_f1: float = Field(0.3, ge=0, le=1, description="Test macro F1 a first model must reach.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from intelrouter import store
 from intelrouter.config import Settings
 from intelrouter.errors import InputError
 from intelrouter.groundtruth import insert_labels
+from intelrouter.jsonl import iter_objects
 
 csv.field_size_limit(10_000_000)
 
@@ -27,20 +27,6 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield reader.line_num, row
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg}); nothing was imported") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object; nothing was imported")
-            yield lineno, obj
-
-
 def read_labelled(
     path: Path, text_col: str, label_col: str, split_col: str | None, max_text_length: int
 ) -> list[dict[str, Any]]:
@@ -51,7 +37,7 @@ def read_labelled(
     if suffix == ".csv":
         rows = _csv_rows(path)
     elif suffix in (".jsonl", ".ndjson", ".json"):
-        rows = _jsonl_rows(path)
+        rows = iter_objects(path)
     else:
         raise InputError(f"{path}: unsupported file type {suffix!r}; use .csv or .jsonl")
     out: list[dict[str, Any]] = []

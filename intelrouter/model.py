@@ -161,9 +161,12 @@ def make_pipeline(features: TextFeatures | None = None, classifier: Any = None) 
 class Router:
     """A fitted router: probabilities, predictions with UNCERTAIN, and a lean one-text path."""
 
-    def __init__(self, pipeline: Pipeline, threshold: float, info: dict[str, Any] | None = None) -> None:
+    def __init__(self, pipeline: Pipeline, threshold: float, info: dict[str, Any] | None = None,
+                 margin: float = 0.0) -> None:
         self.pipeline = pipeline
         self.threshold = float(threshold)
+        # Rasa's ambiguity rule: UNCERTAIN when the top two confidences are closer than this (0 turns it off)
+        self.margin = float(margin)
         self.info: dict[str, Any] = dict(info or {})
         self._lean: tuple[np.ndarray, np.ndarray, float] | None = None
 
@@ -207,6 +210,8 @@ class Router:
         confidence = float(proba_row[k])
         top = self.labels[k]
         uncertain = confidence < self.threshold
+        if not uncertain and self.__dict__.get("margin", 0.0) > 0.0 and len(proba_row) > 1:
+            uncertain = confidence - float(np.partition(proba_row, -2)[-2]) < self.margin
         return Prediction(UNCERTAIN if uncertain else top, confidence, top, uncertain)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:

@@ -244,11 +244,13 @@ def fit_router(
             settings.target_coverage,
         )
     router.threshold = threshold
+    router.margin = settings.ambiguity_margin
     timings["threshold_s"] = time.perf_counter() - t0
     router.info.update({
         "classifier": classifier_name, "C": options.C, "threshold_policy": policy, "threshold_policy_used": used,
         "feature_set": features.feature_set_id(), "n_features": int(features.n_features_out_),
         "nltk_data": features.required_nltk_data(), "temperature": float(getattr(clf, "temperature_", 1.0)),
+        "ambiguity_margin": router.margin,
     })
     return router, timings
 

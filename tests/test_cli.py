@@ -90,3 +90,9 @@ def test_readme_documents_every_setting_and_command() -> None:
     undocumented = [c for c in commands if f"intelrouter {c}" not in readme and not any(
         f"intelrouter {c} " in line for line in readme.splitlines())]
     assert undocumented == []
+
+
+def test_usage_errors_exit_2_without_a_traceback() -> None:
+    result = run("export")
+    assert result.returncode == 2
+    assert "Missing option '--output'" in result.stderr and "Traceback" not in result.stderr

@@ -88,6 +88,19 @@ def test_predict_one_is_predict_even_at_the_threshold(router: Router, clinc: pd.
             assert [p.uncertain for p in many] == [bool(x < threshold) for x in confidences]
 
 
+def test_ambiguity_margin_makes_close_calls_uncertain(router: Router, clinc: pd.DataFrame) -> None:
+    texts = clinc.loc[clinc["split"] == "val", "text"].tolist()[:300]
+    proba = router.predict_proba(texts)
+    top2 = np.sort(proba, axis=1)[:, -2:]
+    gap = top2[:, 1] - top2[:, 0]
+    with_margin = Router(router.pipeline, threshold=0.0, margin=0.2)
+    preds = with_margin.predict(texts)
+    assert [p.uncertain for p in preds] == list(gap < 0.2) and 0 < sum(gap < 0.2) < len(texts)
+    assert [with_margin.predict_one(t) for t in texts] == preds
+    assert all(p.label == UNCERTAIN and p.top_label != UNCERTAIN for p in preds if p.uncertain)
+    assert not any(p.uncertain for p in Router(router.pipeline, threshold=0.0).predict(texts))  # margin 0: off
+
+
 def test_uncertain_below_threshold(router: Router) -> None:
     sure = router.predict_one("what is my bank balance")
     assert sure == Prediction(sure.top_label, sure.confidence, sure.top_label, False)

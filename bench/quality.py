@@ -1,0 +1,66 @@
+"""Model quality on public intent benchmarks (issue 7), through the production training path.
+
+Runs `intelrouter.benchmark` (the code behind `intelrouter benchmark`) for each dataset and classifier and prints
+a markdown block for BENCHMARKS.md. The anchor is the shipped configuration (`lr`), measured in the same run;
+other rows give their difference to it. Nothing is tuned on a test split.
+
+    .venv/bin/python bench/quality.py                                   # CLINC150, BANKING77, held-out sets
+    .venv/bin/python bench/quality.py --datasets clinc150 --classifiers lr,svc
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from intelrouter import benchmark  # noqa: E402
+from intelrouter.config import load_settings  # noqa: E402
+from intelrouter.train import TrainOptions  # noqa: E402
+
+
+def main() -> None:
+    """Run the benchmarks and print the markdown block."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="clinc150,banking77,clinc150-small,clinc150-imbalanced")
+    parser.add_argument("--classifiers", default="lr,svc")
+    parser.add_argument("--C", type=float, default=10.0)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    settings = load_settings()
+    print(f"load average before: {os.getloadavg()[0]:.2f}\n")
+    print("| dataset | classifier | accuracy (argmax) | in-scope acc / OOS recall (accuracy rule) | "
+          "in-scope acc / OOS recall (balanced) | ECE test | featurise s | fit s | MB | predict_one µs | "
+          "batch-256 µs/text | Δ accuracy vs anchor |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    details = []
+    for name in args.datasets.split(","):
+        data = benchmark.load(name)
+        anchor = None
+        for clf in args.classifiers.split(","):
+            r = benchmark.run(data, settings, TrainOptions(classifier=clf, C=args.C))
+            anchor = anchor if anchor is not None else r.accuracy
+            pol = {row["policy"]: row for row in r.rows_by_policy}
+
+            def pair(p: str, pol: dict = pol) -> str:
+                row = pol[p]
+                return "–" if row["oos_recall"] is None else f"{row['inscope_accuracy']:.2%} / {row['oos_recall']:.2%}"
+
+            tag = "anchor (shipped)" if r.accuracy == anchor and clf == args.classifiers.split(",")[0] else \
+                f"{(r.accuracy - anchor) * 100:+.2f} pts"
+            print(f"| {r.dataset} | {clf} | {r.accuracy:.2%} | {pair('accuracy')} | {pair('balanced')} | "
+                  f"{r.ece:.4f} | {r.timings['featurise_s']:.2f} | {r.timings['fit_s']:.2f} | "
+                  f"{r.size_bytes / 1e6:.1f} | {r.one_text_us:.0f} | {r.batch256_us:.0f} | {tag} |", flush=True)
+            details.append(benchmark.to_markdown(r))
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}\n")
+    print("\n\n".join(details))
+
+
+if __name__ == "__main__":
+    main()
