@@ -29,6 +29,7 @@ from intelrouter.errors import InputError, InsufficientDataError, IntelRouterErr
 from intelrouter.evaluate import POLICIES, Scored, choose_threshold, slice_metrics, write_plots, write_tables
 from intelrouter.features import TextFeatures
 from intelrouter.gate import GateResult, GateRules, ScoredSlice, gate
+from intelrouter.jsonl import iter_objects
 from intelrouter.model import CLASSIFIERS, ROUTER_FILE, Router, make_classifier
 
 COLUMNS = ["id", "text", "label", "created_at", "split", "language", "source"]
@@ -100,21 +101,14 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"{path}: no such file (the training source is `db` or a JSONL export)")
     records = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict) or "text" not in obj or "label" not in obj:
-                raise InputError(f"{path}:{lineno}: each line needs a JSON object with `text` and `label`")
-            try:
-                created = store.parse_when(obj.get("created_at"), "created_at")
-            except InputError as exc:
-                raise InputError(f"{path}:{lineno}: {exc}") from None
-            records.append({c: obj.get(c) for c in COLUMNS} | {"created_at": created})
+    for lineno, obj in iter_objects(path, suffix=""):
+        if "text" not in obj or "label" not in obj:
+            raise InputError(f"{path}:{lineno}: each line needs a JSON object with `text` and `label`")
+        try:
+            created = store.parse_when(obj.get("created_at"), "created_at")
+        except InputError as exc:
+            raise InputError(f"{path}:{lineno}: {exc}") from None
+        records.append({c: obj.get(c) for c in COLUMNS} | {"created_at": created})
     return pd.DataFrame(records, columns=COLUMNS)
 
 
