@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,6 +148,20 @@ def pg_server() -> Iterator[PostgresServer]:
     except subprocess.CalledProcessError:
         pass
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real Label Studio for the whole session, from its own venv (each test works in its own project)."""
+    from labelstudio_support import LabelStudioMissing, LabelStudioServer
+
+    try:
+        server = LabelStudioServer.from_template(tmp_path_factory.mktemp("labelstudio"))
+    except LabelStudioMissing as exc:
+        pytest.fail(str(exc))
+    server.start()
+    yield server
+    server.stop()
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1) -> bool:  # noqa: ANN001

@@ -6,12 +6,12 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
+from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # The same values .ci/labelstudio.sh presets when it builds the template data dir.
@@ -59,13 +59,6 @@ def ensure_template() -> Path:
         env = {**os.environ, "LABEL_STUDIO_VENV": str(venv()), "LABEL_STUDIO_TEMPLATE_DIR": str(template)}
         subprocess.run(["bash", str(REPO / ".ci" / "labelstudio.sh")], check=True, env=env, timeout=600)
     return template
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LabelStudioServer:

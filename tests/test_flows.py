@@ -259,20 +259,6 @@ def test_cli_flow_run(flow_settings: Settings, prefect_server: str) -> None:
 # --- Label Studio sync against a real Label Studio --------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real Label Studio for the sync flow (started from its own venv)."""
-    from labelstudio_support import LabelStudioMissing, LabelStudioServer
-
-    try:
-        server = LabelStudioServer.from_template(tmp_path_factory.mktemp("labelstudio-flows"))
-    except LabelStudioMissing as exc:
-        pytest.fail(str(exc))
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_labelstudio_sync_flow_without_label_studio_skips(flow_settings: Settings) -> None:
     from flows.labelstudio_sync import labelstudio_sync
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from labelstudio_support import TOKEN, USERNAME, LabelStudioMissing, LabelStudioServer, free_port
+from labelstudio_support import TOKEN, USERNAME, LabelStudioServer, free_port
 from sqlalchemy import select, update
 
 from intelrouter import capture, groundtruth, labelstudio, review, store
@@ -22,18 +22,6 @@ from intelrouter.errors import ConfigError, LabelStudioError
 from intelrouter.labelstudio import LabelStudioClient, LabelStudioUnavailable
 
 # --- fixtures and helpers -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
-    """One real Label Studio for the whole session (each test works in its own project)."""
-    try:
-        server = LabelStudioServer.from_template(tmp_path_factory.mktemp("labelstudio"))
-    except LabelStudioMissing as exc:
-        pytest.fail(str(exc))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
