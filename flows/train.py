@@ -28,7 +28,7 @@ def should_train(waiting: int, trigger: int, force: bool) -> tuple[bool, str]:
 def count_waiting(settings: Settings) -> int:
     """Approved ground-truth rows no version has trained on yet."""
     with store.connect(settings) as conn:
-        return store.count(conn, "SELECT COUNT(*) FROM ml_data WHERE trained_version IS NULL")
+        return store.samples_waiting(conn)
 
 
 @flow(name="train")

@@ -201,7 +201,7 @@ def collect(settings: Settings, days: int | None = None, now: datetime | None = 
         per_day = _per_day(conn, since, until)
         versions = _per_version(conn, since, until)
         backlog = store.count(conn, "SELECT COUNT(*) FROM queries WHERE review_status = :s", s=store.NEEDS_REVIEW)
-        waiting = store.count(conn, "SELECT COUNT(*) FROM ml_data WHERE trained_version IS NULL")
+        waiting = store.samples_waiting(conn)
     production = _production(versions)
     return Report(
         generated_at=now.isoformat(timespec="seconds"),

@@ -18,7 +18,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         by_source = dict(conn.execute(select(m.c.source, func.count()).group_by(m.c.source)).all())
         tasks = dict(conn.execute(select(r.c.status, func.count()).group_by(r.c.status)).all())
         last_triage = conn.execute(select(func.max(q.c.triaged_at))).scalar()
-        unused = conn.execute(select(func.count()).where(m.c.trained_version.is_(None))).scalar() or 0
+        unused = store.samples_waiting(conn)
     return {
         "database": settings.db_url.split("@")[-1] if "@" in settings.db_url else settings.db_url,
         "queries": sum(by_status.values()),

@@ -336,6 +336,11 @@ def _copy_insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str,
         return int(cur.fetchone()[0])
 
 
+def samples_waiting(conn: Connection) -> int:
+    """Approved ground-truth rows no model version has used yet (the weekly trigger and the alert count these)."""
+    return count(conn, "SELECT COUNT(*) FROM ml_data WHERE trained_version IS NULL")
+
+
 def count(conn: Connection, sql: str, **params: Any) -> int:
     """Run a COUNT-style query and return its integer."""
     return int(conn.execute(text(sql), params).scalar() or 0)

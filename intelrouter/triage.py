@@ -80,7 +80,7 @@ def triage(
         captured, uncertain = conn.execute(
             select(func.count(), func.coalesce(func.sum(case((q.c.uncertain, 1), else_=0)), 0)).where(*window)
         ).one()
-        waiting = store.count(conn, "SELECT COUNT(*) FROM ml_data WHERE trained_version IS NULL")
+        waiting = store.samples_waiting(conn)
     triaged = sum(counts.values())
     report = DailyReport(
         date=(until - timedelta(seconds=1)).date().isoformat() if until else date.today().isoformat(),
