@@ -7,7 +7,6 @@ are never a class: they choose the threshold (policy `balanced`) and measure out
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import tempfile
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from intelrouter import __version__, store
+from intelrouter import __version__, store, triage
 from intelrouter.config import Settings
 from intelrouter.errors import InputError, InsufficientDataError, IntelRouterError, RegistryError
 from intelrouter.evaluate import POLICIES, Scored, choose_threshold, slice_metrics, write_plots, write_tables
@@ -544,8 +543,6 @@ def mark_trained(settings: Settings, used_rows: pd.DataFrame, semver: str) -> in
 
 def write_report(settings: Settings, result: TrainResult, frame: pd.DataFrame, splits: Splits, router: Router) -> Path:
     """logs/training-router-vX.Y.Z.json: the version, its data, metrics, gate decision and timings."""
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.logs_dir / f"training-router-v{result.semver}.json"
     keys = ("accuracy", "macro_f1", "weighted_f1", "coverage", "answered_accuracy", "uncertain_rate", "ece",
             "oos_recall", "inscope_accuracy_at_threshold", "rows")
     report = {
@@ -558,7 +555,4 @@ def write_report(settings: Settings, result: TrainResult, frame: pd.DataFrame, s
         "metrics": {s: {k: result.metrics[f"{s}_{k}"] for k in keys if f"{s}_{k}" in result.metrics} for s in SLICES},
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
     }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    tmp.replace(path)
-    return path
+    return triage.write_report(settings, f"training-router-v{result.semver}.json", report)
