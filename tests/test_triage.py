@@ -66,3 +66,13 @@ def test_alert_at_the_waiting_threshold(settings: Settings) -> None:
     _seed(settings)
     s = settings.model_copy(update={"alert_waiting": 2})
     assert triage(s).alert is True
+
+
+def test_an_uncertain_answer_is_never_ground_truth(settings: Settings) -> None:
+    log_queries(settings, [{"id": "u", "text": "hmm", "predicted_label": "UNCERTAIN", "confidence": 0.9,
+                            "provider": "teacher"}])
+    report = triage(settings)
+    assert (report.auto_approved, report.needs_review) == (0, 1)
+    with store.connect(settings) as conn:
+        assert conn.execute(select(store.queries.c.review_priority)).scalar() == 2
+        assert conn.execute(select(store.ml_data.c.id)).first() is None
