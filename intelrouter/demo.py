@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import logging
 import os
 import random
@@ -274,8 +273,9 @@ def run_demo(settings: Settings, console: Any = None) -> DemoResult:
 
     result.seconds = round(time.perf_counter() - started, 1)
     result.logs = sorted(str(p) for p in settings.logs_dir.glob("*.json"))
-    summary = settings.logs_dir / f"demo-{stamp}.json"
-    summary.write_text(json.dumps(result.__dict__, indent=2, default=str) + "\n", encoding="utf-8")
+    from intelrouter.triage import write_report
+
+    summary = write_report(settings, f"demo-{stamp}.json", result.__dict__)
     _print_summary(console, settings, result, traffic.by_variant, summary)
     return result
 

@@ -20,7 +20,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         last_triage = conn.execute(select(func.max(q.c.triaged_at))).scalar()
         unused = store.samples_waiting(conn)
     return {
-        "database": settings.db_url.split("@")[-1] if "@" in settings.db_url else settings.db_url,
+        "database": store.safe_url(settings),
         "queries": sum(by_status.values()),
         "queries_by_review_status": by_status,
         "ml_data": sum(by_source.values()),

@@ -268,10 +268,15 @@ def upgrade(settings: Settings, revision: str = "head") -> str:
     return current_revision(settings) or ""
 
 
-def _unreachable(settings: Settings, exc: Exception) -> str:
+def safe_url(settings: Settings) -> str:
+    """The database URL in force with its password masked, fit for messages and logs."""
     from sqlalchemy.engine import make_url
 
-    safe = make_url(settings.db_url).render_as_string(hide_password=True)
+    return make_url(settings.db_url).render_as_string(hide_password=True)
+
+
+def _unreachable(settings: Settings, exc: Exception) -> str:
+    safe = safe_url(settings)
     reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
     return f"database {safe} is unreachable ({reason}): check INTELROUTER_DATABASE_URL and that the server runs"
 

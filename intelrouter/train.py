@@ -90,9 +90,8 @@ def load_examples(settings: Settings, source: str = "db") -> tuple[pd.DataFrame,
         with store.connect(settings) as conn:
             rows = conn.execute(select(*(t.c[c] for c in COLUMNS)).order_by(t.c.id)).mappings().all()
         frame = pd.DataFrame([dict(r) for r in rows], columns=COLUMNS)
-        from sqlalchemy.engine import make_url
 
-        return _clean(frame), f"ml_data@{make_url(settings.db_url).render_as_string(hide_password=True)}"
+        return _clean(frame), f"ml_data@{store.safe_url(settings)}"
     return _clean(_read_jsonl(Path(source))), str(Path(source).resolve())
 
 
