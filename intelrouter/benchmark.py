@@ -10,6 +10,7 @@ a stratified part of `train` is carved out for calibration and the threshold, an
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class BenchResult:
     size_bytes: int
     rows_by_policy: list[dict[str, Any]] = field(default_factory=list)
     accuracy: float = 0.0
+    val_accuracy: float = 0.0
     macro_f1: float = 0.0
     ece: float = 0.0
     ece_val: float = 0.0
@@ -174,7 +176,12 @@ def run(data: BenchData, settings: Settings, options: TrainOptions | None = None
 
     options = options or TrainOptions()
     settings = settings.model_copy(update={"threshold_policy": policies[0]})
+    load_before = os.getloadavg()[0]  # 1-minute load average: timings on a shared machine need it beside them
     router, timings = fit_router(data.train, data.val, options, settings)
+    timings["load_1min"] = load_before
+    # an ensemble reports its members' own wall and thread-CPU seconds (fitted side by side in two threads)
+    member_s = getattr(router.pipeline.steps[-1][1], "member_fit_s_", {})
+    timings.update({f"member_{k}_s": v for k, v in member_s.items()})
     with tempfile.TemporaryDirectory() as tmp:
         size = router.save(Path(tmp) / "router.pkl").stat().st_size
 
@@ -210,6 +217,7 @@ def run(data: BenchData, settings: Settings, options: TrainOptions | None = None
         size_bytes=size,
         rows_by_policy=[policy_row(p, t, conf[~is_oos], correct[~is_oos], conf[is_oos]) for p, t in thresholds.items()],
         accuracy=float(correct[~is_oos].mean()),
+        val_accuracy=float(val_correct[~val_oos].mean()) if (~val_oos).any() else 0.0,
         macro_f1=float(f1_score(truth[~is_oos], top[~is_oos], average="macro", zero_division=0)),
         ece=expected_calibration_error(conf[~is_oos], correct[~is_oos]),
         ece_val=expected_calibration_error(val_conf[~val_oos], val_correct[~val_oos]),
@@ -235,10 +243,16 @@ def to_markdown(result: BenchResult) -> str:
                      f"{row['coverage']:.2%} |")
     lines += [
         "",
-        f"- accuracy (argmax, no threshold) {r.accuracy:.2%}, macro F1 {r.macro_f1:.2%}; ECE test {r.ece:.4f} "
-        f"(validation {r.ece_val:.4f}), temperature {r.temperature:.3f}",
+        f"- accuracy (argmax, no threshold) {r.accuracy:.2%} (validation {r.val_accuracy:.2%}), macro F1 "
+        f"{r.macro_f1:.2%}; ECE test {r.ece:.4f} (validation {r.ece_val:.4f}), temperature {r.temperature:.3f}",
         f"- fit {fit:.2f} s (featurise {t.get('featurise_s', 0):.2f} + fit {t.get('fit_s', 0):.2f}; calibration and "
-        f"threshold {t.get('threshold_s', 0):.2f}); model on disk {r.size_bytes / 1e6:.1f} MB; "
-        f"predict_one {r.one_text_us:.0f} µs/text; batches of 256 {r.batch256_us:.0f} µs/text",
+        f"threshold {t.get('threshold_s', 0):.2f}; load average {t.get('load_1min', 0):.2f}); model on disk "
+        f"{r.size_bytes / 1e6:.1f} MB; predict_one {r.one_text_us:.0f} µs/text; batches of 256 "
+        f"{r.batch256_us:.0f} µs/text",
     ]
+    members = {k[len("member_"):-2]: v for k, v in t.items() if k.startswith("member_")}
+    if members:
+        lines.append("- members fitted side by side: " + ", ".join(
+            f"{m} {members[m]:.2f} s wall / {members.get(m + '_cpu', 0):.2f} s CPU" for m in members
+            if not m.endswith("_cpu")))
     return "\n".join(lines)

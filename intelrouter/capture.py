@@ -51,25 +51,28 @@ class QueryRecord(BaseModel):
         """The `queries` row for this record, identifiers hashed and the text checked."""
         store.check_text(self.text, settings.max_text_length)
         user = self.user_id if self.user_id is not None else self.phone_number
-        return {
-            "id": self.id,
-            "created_at": store.to_utc_naive(self.created_at),
-            "text": self.text,
-            "user_hash": self.user_hash or store.hash_identifier(user, settings.hash_salt),
-            "session_hash": self.session_hash or store.hash_identifier(self.session_id, settings.hash_salt),
-            "language": self.language,
-            "predicted_label": self.predicted_label,
-            "top_label": self.top_label or self.predicted_label,
-            "confidence": self.confidence,
-            "uncertain": self.uncertain,
-            "provider": self.provider,
-            "model_version": self.model_version,
-            "variant": self.variant,
-            "latency_ms": self.latency_ms,
-            "review_status": store.PENDING,
-            "review_priority": None,
-            "triaged_at": None,
-        }
+        return query_row(
+            self.id, store.to_utc_naive(self.created_at), self.text,
+            self.user_hash or store.hash_identifier(user, settings.hash_salt),
+            self.session_hash or store.hash_identifier(self.session_id, settings.hash_salt),
+            self.language, self.predicted_label, self.top_label or self.predicted_label, self.confidence,
+            self.uncertain, self.provider, self.model_version, self.variant, self.latency_ms,
+        )
+
+
+def query_row(
+    query_id: str, created_at: datetime, text: str, user_hash: str | None, session_hash: str | None,
+    language: str | None, predicted_label: str, top_label: str, confidence: float, uncertain: bool, provider: str,
+    model_version: str | None, variant: str | None, latency_ms: float | None,
+) -> dict[str, Any]:
+    """A new `queries` row from checked values (the serving hot path builds its rows here, skipping validation)."""
+    return {
+        "id": query_id, "created_at": created_at, "text": text, "user_hash": user_hash,
+        "session_hash": session_hash, "language": language, "predicted_label": predicted_label,
+        "top_label": top_label, "confidence": confidence, "uncertain": uncertain, "provider": provider,
+        "model_version": model_version, "variant": variant, "latency_ms": latency_ms,
+        "review_status": store.PENDING, "review_priority": None, "triaged_at": None,
+    }
 
 
 def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

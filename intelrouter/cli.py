@@ -154,7 +154,7 @@ def train_cmd(
     c: Annotated[float, typer.Option("--C", "-C", help="Inverse regularisation of the classifier.")] = 10.0,
     threshold_policy: Annotated[str | None, typer.Option(help="fixed, coverage or balanced (default: settings).")]
     = None,
-    classifier: Annotated[str | None, typer.Option(help="lr, lr-lbfgs, sgd or svc (default: settings).")] = None,
+    classifier: Annotated[str | None, typer.Option(help="lr, lr-lbfgs, sgd, svc or ens (default: settings).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train on ml_data (or a JSONL export), evaluate, gate against @production and register a version."""
@@ -295,8 +295,11 @@ def serve(
     import uvicorn
 
     _settings()  # a bad setting is one error line here, not a traceback in every worker
+    from serving.protocol import CoalescingHttpToolsProtocol
+
+    # httptools with each answer's head and body in one write (serving/protocol.py)
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
-                access_log=False, log_level=log_level)
+                access_log=False, log_level=log_level, http=CoalescingHttpToolsProtocol)
 
 
 # --- end of serving ---------------------------------------------------------------------------------

@@ -64,8 +64,9 @@ class Settings(BaseSettings):
     test_size: float = Field(0.2, gt=0, lt=1, description="Held-out test share.")
     random_state: int = Field(42, description="Seed for splits and models.")
     recent_days: int = Field(30, ge=1, description="Width of the recent slice evaluated on its own.")
-    classifier: Literal["lr", "lr-lbfgs", "sgd", "svc"] = Field(
-        "lr", description="Final pipeline step: lr (SAG logistic regression), lr-lbfgs, sgd, svc."
+    classifier: Literal["lr", "lr-lbfgs", "sgd", "svc", "ens"] = Field(
+        "lr",
+        description="Final pipeline step: lr (SAG logistic regression), lr-lbfgs, sgd, svc, ens (lr + svc averaged).",
     )
     ambiguity_margin: float = Field(0.0, ge=0, le=1, description=(
         "Rasa-style ambiguity: UNCERTAIN also when the top confidence beats the second by less than this (0: off)."))

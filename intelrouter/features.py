@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -82,14 +83,14 @@ class StemTokenizer:
     def __call__(self, doc: str) -> list[str]:
         """Tokenise and stem one normalised text."""
         cache = self._cache
-        out = []
-        for tok in _TOKEN_RE.findall(doc):
-            stem = cache.get(tok)
-            if stem is None:
-                if len(cache) > 200_000:  # serving sees unbounded vocabularies; keep memory flat
-                    cache.clear()
-                stem = cache[tok] = _stemmer().stem(tok)
-            out.append(stem)
+        tokens = _TOKEN_RE.findall(doc)
+        out = list(map(cache.get, tokens))  # known tokens in one C loop; stem the rest
+        if None in out:
+            if len(cache) > 200_000:  # serving sees unbounded vocabularies; keep memory flat
+                cache.clear()
+            for i, tok in enumerate(tokens):
+                if out[i] is None:
+                    out[i] = cache[tok] = _stemmer().stem(tok)
         return out
 
     def __getstate__(self) -> dict[str, Any]:
@@ -111,16 +112,31 @@ def _stemmer() -> Any:
     return _STEMMER
 
 
+# Exact pre-checks for the patterns above: each can only match where one of its hints occurs (the math
+# pattern's digit rule is covered by `any(map(str.isdigit, ...))`: every \d is a str.isdigit character).
+# Most queries contain none, and a few substring tests cost far less than a regex scan of every position.
+_SENTENCE_HINTS = (".", "!", "?")
+_CODE_HINTS = ("`", "{", "}", "[", "]", ";", "==", "!=", "->", "=>", "::", "()", "def", "class", "import", "return",
+               "function", "select", "from", "print")
+_MATH_HINTS = ("=", "∑", "∫", "√", "π", "±", "≤", "≥", "sqrt", "log", "sin", "cos", "integral", "derivative",
+               "equation", "solve")
+
+
+def _count(pattern: re.Pattern[str], hints: tuple[str, ...], text: str, scan: bool = False) -> int:
+    """len(pattern.findall(text)), skipping the scan when no hint occurs in the text (and `scan` is false)."""
+    return len(pattern.findall(text)) if scan or any(h in text for h in hints) else 0
+
+
 def signal_values(text: str) -> list[float]:
     """Linguistic signals of one raw text, each scaled to about [0, 1] (no fitted state)."""
     norm = normalise(text)
     tokens = _WORDPUNCT_RE.findall(norm)
     words = [t for t in tokens if t[0].isalnum() or t[0] == "_"]
     n_chars = max(len(text), 1)
-    sentences = len(_SENTENCE_END_RE.findall(norm)) or (1 if words else 0)
-    avg_len = sum(len(w) for w in words) / len(words) if words else 0.0
-    digits = sum(c.isdigit() for c in text)
-    letters = [c for c in text if c.isalpha()]
+    sentences = _count(_SENTENCE_END_RE, _SENTENCE_HINTS, norm) or (1 if words else 0)
+    avg_len = sum(map(len, words)) / len(words) if words else 0.0
+    digits = sum(map(str.isdigit, text))  # map/filter over str methods: C loops, same counts as genexprs
+    letters = list(filter(str.isalpha, text))
     return [
         math.log1p(len(tokens)) / 5.0,
         math.log1p(sentences) / 3.0,
@@ -129,9 +145,9 @@ def signal_values(text: str) -> list[float]:
         1.0 if "?" in text else 0.0,
         1.0 if digits else 0.0,
         digits / n_chars,
-        min(len(_CODE_RE.findall(norm)), 5) / 5.0,
-        min(len(_MATH_RE.findall(norm)), 5) / 5.0,
-        sum(c.isupper() for c in letters) / len(letters) if letters else 0.0,
+        min(_count(_CODE_RE, _CODE_HINTS, norm), 5) / 5.0,
+        min(_count(_MATH_RE, _MATH_HINTS, norm, any(map(str.isdigit, norm))), 5) / 5.0,
+        sum(map(str.isupper, letters)) / len(letters) if letters else 0.0,
     ]
 
 
@@ -291,49 +307,106 @@ class TextFeatures(TransformerMixin, BaseEstimator):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_lean", None)
+        state.pop("_lean_idf", None)
         return state
 
     # --- lean single-text path -------------------------------------------------------------------
 
-    def _lean_tables(self) -> list[tuple[Any, dict[str, int], np.ndarray, int]]:
+    def _lean_tables(self) -> list[LeanBlock]:
         if getattr(self, "_lean", None) is None:
             tables, offset = [], 0
             for vec in self.vectorizers_:
-                idf = np.asarray(vec.idf_, dtype=np.float64)
-                tables.append((vec.build_analyzer(), vec.vocabulary_, idf, offset))
+                tables.append(LeanBlock(vec, offset))
                 offset += len(vec.vocabulary_)
             self._lean = tables
+            self._lean_idf = np.concatenate([np.asarray(v.idf_, dtype=np.float64) for v in self.vectorizers_] or
+                                            [np.zeros(0)])
         return self._lean
 
     def sparse_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """Column indices and values of one text's feature row: equal to `transform([text])`."""
-        indices: list[int] = []
-        values: list[np.ndarray] = []
-        for analyzer, vocab, idf, offset in self._lean_tables():
-            counts: dict[int, int] = {}
-            for term in analyzer(text):
-                j = vocab.get(term)
-                if j is not None:
-                    counts[j] = counts.get(j, 0) + 1
-            if not counts:
-                continue
-            cols = list(counts)
-            v = (np.log(np.fromiter(counts.values(), np.float64, len(cols))) + 1.0) * idf[cols]
-            norm = math.sqrt(float(v @ v))
-            if norm > 0:
-                v /= norm
-            indices += [offset + j for j in cols]
-            values.append(v)
+        """Column indices and values of one text's feature row: equal to `transform([text])`.
+
+        One pass over all TF-IDF blocks: term counts in a Counter (columns in order of first occurrence, block
+        after block), then sublinear tf times idf, each block scaled to unit length, then the signals.
+        """
+        counts: Counter[int] = Counter()
+        ends, terms = [], 0
+        for block in self._lean_tables():
+            columns = block.columns(text)
+            terms += len(columns)
+            counts.update(columns)
+            ends.append(len(counts))
+        n = len(counts)
+        cols = np.fromiter(counts, np.intp, n)
+        vals = self._lean_idf.take(cols)
+        if terms > n:  # a term occurs more than once: sublinear tf (1 + log tf; exactly 1 when every tf is 1)
+            vals *= np.log(np.fromiter(counts.values(), np.float64, n)) + 1.0
+        start = 0
+        for end in ends:
+            if end > start:
+                block = vals[start:end]
+                norm = math.sqrt(float(block @ block))
+                if norm > 0:
+                    block /= norm
+            start = end
         n_dense = self._n_dense()
         if n_dense:
-            start = self.n_features_out_ - n_dense
+            first = self.n_features_out_ - n_dense
             dense = self._dense_values(text)
             nz = [i for i, d in enumerate(dense) if d != 0.0]
-            indices += [start + i for i in nz]
-            values.append(np.array([dense[i] for i in nz], dtype=np.float64))
-        if not indices:
-            return np.zeros(0, dtype=np.intp), np.zeros(0)
-        return np.array(indices, dtype=np.intp), np.concatenate(values)
+            if nz:
+                cols = np.concatenate((cols, [first + i for i in nz]))
+                vals = np.concatenate((vals, [dense[i] for i in nz]))
+        return cols, vals
+
+
+class LeanBlock:
+    """One fitted vectorizer, ready for one-text lookups: a text's terms as feature columns.
+
+    Character n-grams (`char_wb`) never cross a word boundary, so a word's columns are the same in every
+    text: they are computed once per distinct word and cached (bounded), which makes the block ~10x cheaper
+    than running the analyzer. Word n-grams go through the vectorizer's own analyzer.
+    """
+
+    MAX_CACHED_WORDS = 200_000
+
+    def __init__(self, vec: TfidfVectorizer, offset: int) -> None:
+        self.vec, self.offset = vec, offset
+        vocab = vec.vocabulary_
+        # column ids of the whole feature row: the vocabulary shifted by the block's offset
+        self.lookup = (vocab if not offset else {term: j + offset for term, j in vocab.items()}).get
+        self.analyzer = vec.build_analyzer()
+        self.by_word = vec.analyzer == "char_wb" and vec.preprocessor is normalise
+        # word n-grams of stems, no stop words: the analyzer's steps inlined (same terms, same order)
+        self.stem_ngrams = (vec.analyzer == "word" and vec.preprocessor is normalise and vec.stop_words is None
+                            and isinstance(vec.tokenizer, StemTokenizer))
+        self._cache: dict[str, tuple[int, ...]] = {}
+
+    def columns(self, text: str) -> list[int]:
+        """Feature columns of the text's terms in this block, with repeats, in the analyzer's order."""
+        if self.stem_ngrams:
+            return [j for j in map(self.lookup, self._word_terms(text)) if j is not None]
+        if not self.by_word:
+            return [j for j in map(self.lookup, self.analyzer(text)) if j is not None]
+        cache, out = self._cache, []
+        for word in normalise(text).split():
+            cols = cache.get(word)
+            if cols is None:
+                if len(cache) >= self.MAX_CACHED_WORDS:  # serving sees unbounded vocabularies: keep memory flat
+                    cache.clear()
+                # a tuple of ints is untracked by the garbage collector: a big cache costs collections nothing
+                cols = cache[word] = tuple(j for j in map(self.lookup, self.vec._char_wb_ngrams(word)) if j is not None)
+            out += cols
+        return out
+
+    def _word_terms(self, text: str) -> list[str]:
+        """sklearn's word n-grams (`_word_ngrams`) of the stemmed tokens, without its per-call overhead."""
+        tokens = self.vec.tokenizer(normalise(text))
+        low, high = self.vec.ngram_range
+        terms = list(tokens) if low == 1 else []
+        for n in range(max(low, 2), min(high, len(tokens)) + 1):
+            terms += [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+        return terms
 
 
 def describe(features: TextFeatures) -> dict[str, Any]:

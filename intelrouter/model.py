@@ -20,7 +20,7 @@ from intelrouter.features import TextFeatures, as_texts
 
 UNCERTAIN = "UNCERTAIN"
 ROUTER_FILE = "router.pkl"
-CLASSIFIERS = ("lr", "lr-lbfgs", "sgd", "svc")
+CLASSIFIERS = ("lr", "lr-lbfgs", "sgd", "svc", "ens")
 
 
 @dataclass
@@ -150,6 +150,11 @@ def make_classifier(name: str = "lr", C: float = 10.0, random_state: int = 42) -
                                                random_state=random_state))
     if name == "svc":
         return TemperatureScaled(LinearSVC(C=C / 20.0, random_state=random_state))
+    if name == "ens":
+        from intelrouter.ensemble import AveragedLinear
+
+        # `lr` and `svc` above fitted in two threads, averaged into one linear model (intelrouter/ensemble.py)
+        return AveragedLinear(C=C, random_state=random_state)
     raise IntelRouterError(f"unknown classifier {name!r}: use one of {', '.join(CLASSIFIERS)}")
 
 
@@ -223,19 +228,24 @@ class Router:
     def _lean_linear(self) -> tuple[np.ndarray, np.ndarray, float]:
         if self._lean is None:
             clf = self.pipeline.steps[-1][1]
-            # the classifier's own dtype (float32 when fitted on float32 features): half the memory per model
-            coef_t = np.ascontiguousarray(np.asarray(clf.coef_).T)
-            intercept = np.asarray(clf.intercept_, dtype=np.float64).ravel()
-            self._lean = (coef_t, intercept, float(getattr(clf, "temperature_", 1.0)))
+            # transposed, divided by the temperature once, float32 (half the memory a text's row gather touches):
+            # per text, a row gather, one np.dot and the softmax are all that is left (BENCHMARKS.md)
+            temperature = float(getattr(clf, "temperature_", 1.0))
+            coef_t = np.ascontiguousarray((np.asarray(clf.coef_, dtype=np.float64).T / temperature).astype(np.float32))
+            intercept = np.asarray(clf.intercept_, dtype=np.float64).ravel() / temperature
+            self._lean = (coef_t, intercept, temperature)
         return self._lean
 
     def _proba(self, text: str) -> np.ndarray:
-        coef_t, intercept, temperature = self._lean_linear()
+        coef_t, intercept, _ = self._lean_linear()
         idx, vals = self.features.sparse_one(text)
-        scores = vals @ coef_t[idx] + intercept if len(idx) else intercept.copy()
+        scores = np.dot(vals.astype(np.float32), coef_t.take(idx, axis=0)) + intercept if len(idx) else intercept.copy()
         if len(scores) == 1:
             scores = np.array([0.0, scores[0]])
-        return softmax((scores / temperature)[None, :])[0]
+        scores -= scores.max()  # softmax of one row, in place
+        np.exp(scores, out=scores)
+        scores /= scores.sum()
+        return scores
 
     def proba_one(self, text: str) -> np.ndarray:
         """Class probabilities of one text without sklearn's per-call overhead (≈ the sklearn pipeline's)."""

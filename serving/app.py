@@ -7,7 +7,6 @@ import logging
 import os
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from intelrouter import groundtruth, store
-from intelrouter.capture import QueryRecord
+from intelrouter.capture import query_row
 from intelrouter.config import Settings, load_settings
 from intelrouter.errors import (
     InputError,
@@ -76,18 +75,22 @@ def status_of(exc: Exception) -> int:
 
 
 class QueryIds:
-    """Random (version 4) UUID strings; os.urandom is slow on some VMs, so its bytes are fetched 256 ids at a time."""
+    """Random (version 4) UUID strings, made 256 at a time from one os.urandom call (slow on some VMs)."""
 
     def __init__(self) -> None:
-        self._buf, self._pos = b"", 0
+        self._ids: list[str] = []
 
     def __call__(self) -> str:
         """A new query id (called from the event loop only)."""
-        if self._pos >= len(self._buf):
-            self._buf, self._pos = os.urandom(16 * 256), 0
-        raw = self._buf[self._pos : self._pos + 16]
-        self._pos += 16
-        return str(uuid.UUID(bytes=raw, version=4))
+        if not self._ids:
+            raw = bytearray(os.urandom(16 * 256))
+            for i in range(0, len(raw), 16):  # what uuid.UUID(bytes=..., version=4) sets: version and variant bits
+                raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40
+                raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80
+            hexes = raw.hex()
+            self._ids = [f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+                         for h in (hexes[i : i + 32] for i in range(0, len(hexes), 32))]
+        return self._ids.pop()
 
 
 class Runtime:
@@ -149,12 +152,12 @@ class Runtime:
         label, top, confidence, uncertain = str(pred.label), str(pred.top_label), float(pred.confidence), bool(
             pred.uncertain)
         seconds = time.perf_counter() - started
-        self.writer.submit(QueryRecord.model_construct(
-            id=query_id, text=text, user_id=body.user_id, session_id=body.session_id, language=body.language,
-            predicted_label=label, top_label=top, confidence=confidence, uncertain=uncertain,
-            provider=settings.router_provider, model_version=slot.version, variant=variant,
-            latency_ms=round(seconds * 1000, 3), created_at=store.utcnow(),
-        ).to_row(settings))
+        salt = settings.hash_salt
+        self.writer.submit(query_row(
+            query_id, store.utcnow(), text, store.hash_identifier(body.user_id, salt),
+            store.hash_identifier(body.session_id, salt), body.language, label, top, confidence, uncertain,
+            settings.router_provider, slot.version, variant, round(seconds * 1000, 3),
+        ))
         self.metrics.observe(variant, label, uncertain, seconds)
         return 200, orjson.dumps({
             "query_id": query_id, "label": label, "confidence": confidence, "uncertain": uncertain,

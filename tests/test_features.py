@@ -75,16 +75,34 @@ def test_no_pruned_term_set_is_kept(texts: list[str]) -> None:
     assert all(not hasattr(v, "stop_words_") for v in features.vectorizers_)
 
 
-@pytest.mark.parametrize("params", [{}, {"stems": False}, {"signals": False, "char_ngrams": (3, 4)}])
+@pytest.mark.parametrize("params", [
+    {}, {"stems": False}, {"signals": False, "char_ngrams": (3, 4)}, {"word_ngrams": (1, 3)},
+    {"word_ngrams": (2, 3), "char_ngrams": None}, {"word_ngrams": None, "min_df": 1},
+])
 def test_lean_row_equals_the_vectorizer_row(texts: list[str], params: dict) -> None:
     features = TextFeatures(**params).fit(texts)
     sample = texts[:40] + ODD
     full = features.transform(sample).toarray()
-    for i, text in enumerate(sample):
-        row = np.zeros(features.n_features_out_)
-        idx, vals = features.sparse_one(text)
-        row[idx] = vals
-        np.testing.assert_allclose(row, full[i], rtol=1e-5, atol=1e-6, err_msg=repr(text))
+    for _ in range(2):  # the second pass reads the per-word and stem caches the first one filled
+        for i, text in enumerate(sample):
+            row = np.zeros(features.n_features_out_)
+            idx, vals = features.sparse_one(text)
+            row[idx] = vals
+            np.testing.assert_allclose(row, full[i], rtol=1e-5, atol=1e-6, err_msg=repr(text))
+
+
+@pytest.mark.parametrize("text", [
+    "what is 2+2=4?", "x² + 1 = y", "def f(): return 1;", "a -> b => c :: d", "x == y != z", "sqrt(2) and log 3",
+    "π ≈ 3.14 ± 0.01", "Hello. World! Really?!", "١٢ + ٣٤", "print() from select", "a `b` {c} [d]", "login to my blog",
+    "the cost of sin", "...", "no markers at all here", "",
+])
+def test_signal_pre_checks_count_what_the_patterns_count(text: str) -> None:
+    from intelrouter import features as f
+
+    norm = f.normalise(text)
+    assert f._count(f._CODE_RE, f._CODE_HINTS, norm) == len(f._CODE_RE.findall(norm))
+    assert f._count(f._SENTENCE_END_RE, f._SENTENCE_HINTS, norm) == len(f._SENTENCE_END_RE.findall(norm))
+    assert f._count(f._MATH_RE, f._MATH_HINTS, norm, any(map(str.isdigit, norm))) == len(f._MATH_RE.findall(norm))
 
 
 def test_missing_nltk_data_fails_with_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
