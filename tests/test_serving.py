@@ -500,3 +500,35 @@ def test_batcher_hands_a_model_error_to_the_request(serve_settings: Settings) ->
         batcher.close()
 
     asyncio.run(run())
+
+
+def test_batcher_predicts_a_lone_request_in_place_and_batches_on_the_thread() -> None:
+    import asyncio
+    import threading
+
+    from serving.batcher import MicroBatcher
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.threads: list[str] = []
+
+        def predict_one(self, text: str) -> str:
+            if text == "bad":
+                raise ValueError("cannot predict bad")
+            self.threads.append(threading.current_thread().name)
+            return text.upper()
+
+    async def run() -> None:
+        batcher, model = MicroBatcher(), Recorder()
+        loop_thread = threading.current_thread().name
+        assert await batcher.predict(model, "alone") == "ALONE"
+        assert model.threads == [loop_thread]  # no hand-off for a batch of one
+        with pytest.raises(ValueError, match="cannot predict bad"):
+            await batcher.predict(model, "bad")  # a lone request's error still reaches it
+        model.threads.clear()
+        got = await asyncio.gather(*[batcher.predict(model, f"t{i}") for i in range(4)])
+        assert got == ["T0", "T1", "T2", "T3"]
+        assert model.threads and all(name.startswith("predict") for name in model.threads)  # the worker thread
+        batcher.close()
+
+    asyncio.run(run())
