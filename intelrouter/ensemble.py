@@ -20,10 +20,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.extmath import safe_sparse_dot
 
 from intelrouter.errors import IntelRouterError
-from intelrouter.model import _two_class, fit_temperature, softmax
+from intelrouter.model import SoftmaxOverScores, fit_temperature
 
 
-class AveragedLinear(ClassifierMixin, BaseEstimator):
+class AveragedLinear(SoftmaxOverScores, ClassifierMixin, BaseEstimator):
     """LR (SAG, 10 epochs, C) and LinearSVC (C / 20) averaged into one linear model with a fitted temperature.
 
     `weight` is the LR member's share w of the averaged scores (0.5: equal). Before `calibrate` the model
@@ -80,12 +80,13 @@ class AveragedLinear(ClassifierMixin, BaseEstimator):
     def _combine(self) -> None:
         lr, svc = self.members_
         (t_lr, t_svc), w = self.member_temperatures_, self.weight_
-        coef = (w / t_lr) * np.asarray(lr.coef_, dtype=np.float64) + \
-            ((1.0 - w) / t_svc) * np.asarray(svc.coef_, dtype=np.float64)
+
+        def mix(a: Any, b: Any) -> np.ndarray:
+            return (w / t_lr) * np.asarray(a, dtype=np.float64) + ((1.0 - w) / t_svc) * np.asarray(b, dtype=np.float64)
+
         # float32 like `lr`'s own coefficients (SAG on float32 features): half the memory per model
-        self.coef_ = coef.astype(np.float32)
-        self.intercept_ = (w / t_lr) * np.asarray(lr.intercept_, dtype=np.float64) + \
-            ((1.0 - w) / t_svc) * np.asarray(svc.intercept_, dtype=np.float64)
+        self.coef_ = mix(lr.coef_, svc.coef_).astype(np.float32)
+        self.intercept_ = mix(lr.intercept_, svc.intercept_)
 
     def calibrate(self, x: Any, y: Any) -> float:
         """Fit the members' temperatures, combine with weight w, fit the final temperature; all on held-out rows."""
@@ -108,11 +109,3 @@ class AveragedLinear(ClassifierMixin, BaseEstimator):
         """The averaged scores (one column for two classes, like sklearn's linear models)."""
         scores = safe_sparse_dot(x, self.coef_.T, dense_output=True).astype(np.float64) + self.intercept_
         return scores.ravel() if scores.shape[1] == 1 else scores
-
-    def predict_proba(self, x: Any) -> np.ndarray:
-        """softmax(scores / T)."""
-        return softmax(_two_class(self.decision_function(x)) / self.temperature_)
-
-    def predict(self, x: Any) -> np.ndarray:
-        """The argmax class."""
-        return self.classes_[self.predict_proba(x).argmax(axis=1)]

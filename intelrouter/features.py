@@ -371,7 +371,7 @@ class LeanBlock:
     MAX_CACHED_WORDS = 200_000
 
     def __init__(self, vec: TfidfVectorizer, offset: int) -> None:
-        self.vec, self.offset = vec, offset
+        self.vec = vec
         vocab = vec.vocabulary_
         # column ids of the whole feature row: the vocabulary shifted by the block's offset
         self.lookup = (vocab if not offset else {term: j + offset for term, j in vocab.items()}).get

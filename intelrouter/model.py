@@ -69,7 +69,23 @@ def fit_temperature(scores: np.ndarray, classes: np.ndarray, y: Any, current: fl
     return float(math.exp(minimize_scalar(nll, bounds=(-6, 4), method="bounded").x))
 
 
-class TemperatureScaled(ClassifierMixin, BaseEstimator):
+class SoftmaxOverScores:
+    """Probabilities as softmax(decision_function / temperature_), predictions as their argmax."""
+
+    classes_: np.ndarray
+    temperature_: float
+    decision_function: Any  # defined by each classifier
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """Calibrated class probabilities."""
+        return softmax(_two_class(self.decision_function(x)).astype(np.float64) / self.temperature_)
+
+    def predict(self, x: Any) -> np.ndarray:
+        """The argmax class."""
+        return self.classes_[self.predict_proba(x).argmax(axis=1)]
+
+
+class TemperatureScaled(SoftmaxOverScores, ClassifierMixin, BaseEstimator):
     """A linear margin classifier whose probabilities are softmax(scores / T), T fitted on held-out data."""
 
     def __init__(self, estimator: Any = None, temperature: float | None = None) -> None:
@@ -92,14 +108,6 @@ class TemperatureScaled(ClassifierMixin, BaseEstimator):
         """Choose the temperature minimising the log-loss on held-out data (unknown labels ignored)."""
         self.temperature_ = fit_temperature(self.decision_function(x), self.classes_, y, self.temperature_)
         return self.temperature_
-
-    def predict_proba(self, x: Any) -> np.ndarray:
-        """Calibrated class probabilities."""
-        return softmax(_two_class(self.decision_function(x)).astype(np.float64) / self.temperature_)
-
-    def predict(self, x: Any) -> np.ndarray:
-        """The argmax class."""
-        return self.classes_[self.predict_proba(x).argmax(axis=1)]
 
 
 class BudgetedLogisticRegression(LogisticRegression):
@@ -173,7 +181,7 @@ class Router:
         # Rasa's ambiguity rule: UNCERTAIN when the top two confidences are closer than this (0 turns it off)
         self.margin = float(margin)
         self.info: dict[str, Any] = dict(info or {})
-        self._lean: tuple[np.ndarray, np.ndarray, float] | None = None
+        self._lean: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -225,7 +233,7 @@ class Router:
             return []
         return [self._answer(row) for row in self.predict_proba(texts)]
 
-    def _lean_linear(self) -> tuple[np.ndarray, np.ndarray, float]:
+    def _lean_linear(self) -> tuple[np.ndarray, np.ndarray]:
         if self._lean is None:
             clf = self.pipeline.steps[-1][1]
             # transposed, divided by the temperature once, float32 (half the memory a text's row gather touches):
@@ -233,11 +241,11 @@ class Router:
             temperature = float(getattr(clf, "temperature_", 1.0))
             coef_t = np.ascontiguousarray((np.asarray(clf.coef_, dtype=np.float64).T / temperature).astype(np.float32))
             intercept = np.asarray(clf.intercept_, dtype=np.float64).ravel() / temperature
-            self._lean = (coef_t, intercept, temperature)
+            self._lean = (coef_t, intercept)
         return self._lean
 
     def _proba(self, text: str) -> np.ndarray:
-        coef_t, intercept, _ = self._lean_linear()
+        coef_t, intercept = self._lean_linear()
         idx, vals = self.features.sparse_one(text)
         scores = np.dot(vals.astype(np.float32), coef_t.take(idx, axis=0)) + intercept if len(idx) else intercept.copy()
         if len(scores) == 1:

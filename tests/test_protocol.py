@@ -38,37 +38,38 @@ class FakeTransport:
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 
 
-def test_head_and_body_go_out_in_one_write() -> None:
+@pytest.fixture
+def coalescing() -> Iterator[tuple[FakeTransport, CoalescingTransport, asyncio.AbstractEventLoop]]:
+    """A coalescing transport over a recording one, on a fresh event loop."""
     loop = asyncio.new_event_loop()
+    raw = FakeTransport()
     try:
-        raw = FakeTransport()
-        t = CoalescingTransport(raw, loop)
-        t.write(HEAD)
-        assert raw.writes == []  # held until its body
-        t.write(b"{}")
-        assert raw.writes == [HEAD + b"{}"]
-        loop.run_until_complete(asyncio.sleep(0))  # the scheduled flush finds nothing held
-        assert raw.writes == [HEAD + b"{}"]
+        yield raw, CoalescingTransport(raw, loop), loop
     finally:
         loop.close()
 
 
-def test_a_head_without_a_body_is_flushed_at_the_end_of_the_turn() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        raw = FakeTransport()
-        t = CoalescingTransport(raw, loop)
-        t.write(HEAD)
-        loop.run_until_complete(asyncio.sleep(0))
-        assert raw.writes == [HEAD]
-        t.write(b"not a head")  # other data passes straight through
-        assert raw.writes == [HEAD, b"not a head"]
-        t.write(HEAD)
-        t.close()  # closing flushes first
-        assert raw.writes == [HEAD, b"not a head", HEAD] and raw.closed
-        assert t.get_extra_info("peername") == "info:peername"  # everything else is the transport's
-    finally:
-        loop.close()
+def test_head_and_body_go_out_in_one_write(coalescing) -> None:  # noqa: ANN001
+    raw, t, loop = coalescing
+    t.write(HEAD)
+    assert raw.writes == []  # held until its body
+    t.write(b"{}")
+    assert raw.writes == [HEAD + b"{}"]
+    loop.run_until_complete(asyncio.sleep(0))  # the scheduled flush finds nothing held
+    assert raw.writes == [HEAD + b"{}"]
+
+
+def test_a_head_without_a_body_is_flushed_at_the_end_of_the_turn(coalescing) -> None:  # noqa: ANN001
+    raw, t, loop = coalescing
+    t.write(HEAD)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert raw.writes == [HEAD]
+    t.write(b"not a head")  # other data passes straight through
+    assert raw.writes == [HEAD, b"not a head"]
+    t.write(HEAD)
+    t.close()  # closing flushes first
+    assert raw.writes == [HEAD, b"not a head", HEAD] and raw.closed
+    assert t.get_extra_info("peername") == "info:peername"  # everything else is the transport's
 
 
 async def app(scope, receive, send) -> None:  # noqa: ANN001
