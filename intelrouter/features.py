@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections import Counter
+from array import array
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,12 +21,13 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from intelrouter.errors import ConfigError
 
+_INTP_CODE = next(c for c in "lqi" if array(c).itemsize == np.dtype(np.intp).itemsize)  # array code of np.intp
+
 # Bump when the meaning of a feature changes without a parameter change: it is part of the feature set id.
 FEATURE_CODE_VERSION = 1
 
 TOKEN_PATTERN = r"(?u)\b\w+\b"
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
-_WORDPUNCT_RE = re.compile(r"\w+|[^\w\s]+")
 _SENTENCE_END_RE = re.compile(r"[.!?]+(?=\s|$)")
 _QUESTION_WORDS = frozenset(
     "what how why when where who whom whose which can could would should is are do does did will may".split()
@@ -70,6 +71,11 @@ def as_texts(x: Any) -> list[str]:
     return [v if isinstance(v, str) else ("" if v is None or _is_nan(v) else str(v)) for v in x]
 
 
+def words_of(norm: str) -> list[str]:
+    """The word tokens (TOKEN_PATTERN) of a normalised text; a text of letters, digits and spaces is just split."""
+    return norm.split() if norm.replace(" ", "").isalnum() else _TOKEN_RE.findall(norm)
+
+
 def _is_nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
@@ -82,8 +88,11 @@ class StemTokenizer:
 
     def __call__(self, doc: str) -> list[str]:
         """Tokenise and stem one normalised text."""
+        return self.stems(words_of(doc))
+
+    def stems(self, tokens: list[str]) -> list[str]:
+        """The Porter stems of word tokens (cached per token)."""
         cache = self._cache
-        tokens = _TOKEN_RE.findall(doc)
         out = list(map(cache.get, tokens))  # known tokens in one C loop; stem the rest
         if None in out:
             if len(cache) > 200_000:  # serving sees unbounded vocabularies; keep memory flat
@@ -112,42 +121,79 @@ def _stemmer() -> Any:
     return _STEMMER
 
 
-# Exact pre-checks for the patterns above: each can only match where one of its hints occurs (the math
-# pattern's digit rule is covered by `any(map(str.isdigit, ...))`: every \d is a str.isdigit character).
-# Most queries contain none, and a few substring tests cost far less than a regex scan of every position.
-_SENTENCE_HINTS = (".", "!", "?")
-_CODE_HINTS = ("`", "{", "}", "[", "]", ";", "==", "!=", "->", "=>", "::", "()", "def", "class", "import", "return",
-               "function", "select", "from", "print")
-_MATH_HINTS = ("=", "∑", "∫", "√", "π", "±", "≤", "≥", "sqrt", "log", "sin", "cos", "integral", "derivative",
-               "equation", "solve")
+# Exact pre-checks for the patterns above: a pattern can only match where one of its characters or whole words
+# occurs (the math pattern's digit rule needs a digit; every \d is a str.isdigit character). Most queries have
+# none, and a set test costs far less than a regex scan of every position.
+class _CharSet:
+    """Characters to look for in a text: one C-level byte deletion on an ASCII text, a set test on any other."""
+
+    __slots__ = ("chars", "ascii")
+
+    def __init__(self, chars: str) -> None:
+        self.chars = frozenset(chars)
+        self.ascii = "".join(c for c in chars if c.isascii()).encode("ascii")
+
+    def occurs_in(self, text: str, raw: bytes | None) -> bool:
+        """Whether any of the characters occurs in the text (`raw`: the text's bytes when it is ASCII, else None)."""
+        return len(raw.translate(None, self.ascii)) != len(raw) if raw is not None else not self.chars.isdisjoint(text)
 
 
-def _count(pattern: re.Pattern[str], hints: tuple[str, ...], text: str, scan: bool = False) -> int:
-    """len(pattern.findall(text)), skipping the scan when no hint occurs in the text (and `scan` is false)."""
-    return len(pattern.findall(text)) if scan or any(h in text for h in hints) else 0
+_SENTENCE_CHARS = _CharSet(".!?")
+_CODE_CHARS = _CharSet("`{}[];=>:(")  # `, brackets, ;, the = of == != =>, the > of ->, the : of ::, the ( of ()
+_CODE_WORDS = frozenset("def class import return function select from print".split())
+_MATH_CHARS = _CharSet("=∑∫√π±≤≥")
+_MATH_WORDS = frozenset("sqrt log sin cos integral derivative equation solve".split())
+_DIGITS = _CharSet("0123456789")
+_PUNCT_RE = re.compile(r"[^\w\s]+")
+_DIGIT_BYTES = b"0123456789"
+_LETTER_BYTES = bytes(range(65, 91)) + bytes(range(97, 123))
+_UPPER_BYTES = bytes(range(65, 91))
 
 
-def signal_values(text: str) -> list[float]:
-    """Linguistic signals of one raw text, each scaled to about [0, 1] (no fitted state)."""
-    norm = normalise(text)
-    tokens = _WORDPUNCT_RE.findall(norm)
-    words = [t for t in tokens if t[0].isalnum() or t[0] == "_"]
-    n_chars = max(len(text), 1)
-    sentences = _count(_SENTENCE_END_RE, _SENTENCE_HINTS, norm) or (1 if words else 0)
-    avg_len = sum(map(len, words)) / len(words) if words else 0.0
-    digits = sum(map(str.isdigit, text))  # map/filter over str methods: C loops, same counts as genexprs
+def _char_counts(text: str) -> tuple[int, int, int]:
+    """Digits, letters and upper-case letters in the text (str.isdigit / isalpha / isupper counts)."""
+    if text.isascii():  # the usual case: three C-level byte deletions instead of three loops over characters
+        raw = text.encode("ascii")
+        n = len(raw)
+        return (n - len(raw.translate(None, _DIGIT_BYTES)), n - len(raw.translate(None, _LETTER_BYTES)),
+                n - len(raw.translate(None, _UPPER_BYTES)))
     letters = list(filter(str.isalpha, text))
+    return sum(map(str.isdigit, text)), len(letters), sum(map(str.isupper, letters))
+
+
+def signal_values(text: str, norm: str | None = None, words: list[str] | None = None) -> list[float]:
+    """Linguistic signals of one raw text, each scaled to about [0, 1] (no fitted state).
+
+    `norm` and `words` are `normalise(text)` and its word tokens, passed by callers that already have them.
+    """
+    if norm is None:
+        norm = normalise(text)
+    if words is None:
+        words = words_of(norm)
+    # tokens are the word runs and the punctuation runs (r"\w+|[^\w\s]+"); words and spaces alone have no punctuation
+    n_tokens = len(words) + (0 if norm.replace(" ", "").isalnum() else len(_PUNCT_RE.findall(norm)))
+    raw = norm.encode("ascii") if norm.isascii() else None
+    sentences = (len(_SENTENCE_END_RE.findall(norm)) if _SENTENCE_CHARS.occurs_in(norm, raw) else 0) or (
+        1 if words else 0)
+    digits, n_letters, n_upper = _char_counts(text)
+    code = 0
+    if _CODE_CHARS.occurs_in(norm, raw) or not _CODE_WORDS.isdisjoint(words):
+        code = len(_CODE_RE.findall(norm))
+    math_ = 0
+    has_digit = _DIGITS.occurs_in(norm, raw) if raw is not None else any(map(str.isdigit, norm))
+    if has_digit or _MATH_CHARS.occurs_in(norm, raw) or not _MATH_WORDS.isdisjoint(words):
+        math_ = len(_MATH_RE.findall(norm))
     return [
-        math.log1p(len(tokens)) / 5.0,
+        math.log1p(n_tokens) / 5.0,
         math.log1p(sentences) / 3.0,
-        min(avg_len, 20.0) / 10.0,
+        min(sum(map(len, words)) / len(words) if words else 0.0, 20.0) / 10.0,
         1.0 if words and words[0] in _QUESTION_WORDS else 0.0,
         1.0 if "?" in text else 0.0,
         1.0 if digits else 0.0,
-        digits / n_chars,
-        min(_count(_CODE_RE, _CODE_HINTS, norm), 5) / 5.0,
-        min(_count(_MATH_RE, _MATH_HINTS, norm, any(map(str.isdigit, norm))), 5) / 5.0,
-        sum(map(str.isupper, letters)) / len(letters) if letters else 0.0,
+        digits / max(len(text), 1),
+        min(code, 5) / 5.0,
+        min(math_, 5) / 5.0,
+        n_upper / n_letters if n_letters else 0.0,
     ]
 
 
@@ -289,10 +335,10 @@ class TextFeatures(TransformerMixin, BaseEstimator):
     def _n_dense(self) -> int:
         return len(self._dense_names())
 
-    def _dense_values(self, text: str) -> list[float]:
+    def _dense_values(self, text: str, norm: str | None = None, words: list[str] | None = None) -> list[float]:
         values: list[float] = []
         if self.signals:
-            values += [v * self.signal_weight for v in signal_values(text)]
+            values += [v * self.signal_weight for v in signal_values(text, norm, words)]
         if self.pos_tags:
             values += [v * self.signal_weight for v in pos_values(text)]
         return values
@@ -308,6 +354,7 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         state = self.__dict__.copy()
         state.pop("_lean", None)
         state.pop("_lean_idf", None)
+        state.pop("_lean_starts", None)
         return state
 
     # --- lean single-text path -------------------------------------------------------------------
@@ -318,46 +365,64 @@ class TextFeatures(TransformerMixin, BaseEstimator):
             for vec in self.vectorizers_:
                 tables.append(LeanBlock(vec, offset))
                 offset += len(vec.vocabulary_)
+            # block b's columns are [starts[b], starts[b + 1]); the signal columns follow with an idf of 1
+            self._lean_starts = np.cumsum([0] + [len(v.vocabulary_) for v in self.vectorizers_])
+            self._lean_idf = np.concatenate([np.asarray(v.idf_, dtype=np.float32) for v in self.vectorizers_] +
+                                            [np.ones(self._n_dense(), dtype=np.float32)])
             self._lean = tables
-            self._lean_idf = np.concatenate([np.asarray(v.idf_, dtype=np.float64) for v in self.vectorizers_] or
-                                            [np.zeros(0)])
         return self._lean
 
     def sparse_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """Column indices and values of one text's feature row: equal to `transform([text])`.
+        """Column indices (sorted) and float32 values of one text's feature row: equal to `transform([text])`.
 
-        One pass over all TF-IDF blocks: term counts in a Counter (columns in order of first occurrence, block
-        after block), then sublinear tf times idf, each block scaled to unit length, then the signals.
+        The text is normalised and split into words once for every block. All blocks' term columns are gathered
+        in one array, sorted, and repeats counted; then sublinear tf times idf, each block scaled to unit length,
+        then the signals.
         """
-        counts: Counter[int] = Counter()
-        ends, terms = [], 0
+        norm = normalise(text)
+        words = words_of(norm)
+        chunks: list[bytes] = []  # column ids as native intp bytes: joined and viewed as one array at the end
         for block in self._lean_tables():
-            columns = block.columns(text)
-            terms += len(columns)
-            counts.update(columns)
-            ends.append(len(counts))
-        n = len(counts)
-        cols = np.fromiter(counts, np.intp, n)
+            block.add_columns(chunks, text, norm, words)
+        dense = self._dense_values(text, norm, words) if self._n_dense() else []
+        first = self.n_features_out_ - len(dense)
+        nz = [i for i, d in enumerate(dense) if d != 0.0]
+        if nz:
+            chunks.append(_intp_bytes([first + i for i in nz]))
+        cols = np.frombuffer(bytearray().join(chunks), dtype=np.intp)  # a writable copy: sorted in place
+        cols.sort()
+        tf = None
+        if len(cols) > 1:
+            first_of_run = np.empty(len(cols), dtype=bool)
+            first_of_run[0] = True
+            np.not_equal(cols[1:], cols[:-1], out=first_of_run[1:])
+            starts = first_of_run.nonzero()[0]
+            if len(starts) < len(cols):  # a term occurs more than once: keep each column once, with its count
+                runs = np.empty(len(starts) + 1, dtype=np.intp)  # where each run of equal columns starts, then the end
+                runs[:-1] = starts
+                runs[-1] = len(cols)
+                tf = (runs[1:] - runs[:-1]).astype(np.float32)
+                cols = cols.take(starts)
         vals = self._lean_idf.take(cols)
-        if terms > n:  # a term occurs more than once: sublinear tf (1 + log tf; exactly 1 when every tf is 1)
-            vals *= np.log(np.fromiter(counts.values(), np.float64, n)) + 1.0
-        start = 0
-        for end in ends:
+        if tf is not None:  # sublinear tf: 1 + log tf (exactly 1 where tf is 1)
+            np.log(tf, out=tf)
+            tf += 1.0
+            vals *= tf
+        bounds = cols.searchsorted(self._lean_starts).tolist()
+        for start, end in zip(bounds, bounds[1:], strict=False):
             if end > start:
                 block = vals[start:end]
-                norm = math.sqrt(float(block @ block))
-                if norm > 0:
-                    block /= norm
-            start = end
-        n_dense = self._n_dense()
-        if n_dense:
-            first = self.n_features_out_ - n_dense
-            dense = self._dense_values(text)
-            nz = [i for i, d in enumerate(dense) if d != 0.0]
-            if nz:
-                cols = np.concatenate((cols, [first + i for i in nz]))
-                vals = np.concatenate((vals, [dense[i] for i in nz]))
+                norm2 = float(block.dot(block))
+                if norm2 > 0:
+                    block /= math.sqrt(norm2)
+        if nz:
+            vals[len(vals) - len(nz):] = [dense[i] for i in nz]
         return cols, vals
+
+
+def _intp_bytes(columns: list[int]) -> bytes:
+    """Column ids as the raw bytes of an intp array (a bytes object is one allocation, untracked by the GC)."""
+    return array(_INTP_CODE, columns).tobytes()
 
 
 class LeanBlock:
@@ -380,32 +445,35 @@ class LeanBlock:
         # word n-grams of stems, no stop words: the analyzer's steps inlined (same terms, same order)
         self.stem_ngrams = (vec.analyzer == "word" and vec.preprocessor is normalise and vec.stop_words is None
                             and isinstance(vec.tokenizer, StemTokenizer))
-        self._cache: dict[str, tuple[int, ...]] = {}
+        self._cache: dict[str, bytes] = {}
 
-    def columns(self, text: str) -> list[int]:
-        """Feature columns of the text's terms in this block, with repeats, in the analyzer's order."""
+    def add_columns(self, chunks: list[bytes], text: str, norm: str, words: list[str]) -> None:
+        """Append the feature columns of the text's terms in this block (with repeats) to `chunks`, as intp bytes.
+
+        `norm` is `normalise(text)` and `words` its word tokens (what the word analyzer's tokenizer sees).
+        """
         if self.stem_ngrams:
-            return [j for j in map(self.lookup, self._word_terms(text)) if j is not None]
-        if not self.by_word:
-            return [j for j in map(self.lookup, self.analyzer(text)) if j is not None]
-        cache, out = self._cache, []
-        for word in normalise(text).split():
-            cols = cache.get(word)
-            if cols is None:
-                if len(cache) >= self.MAX_CACHED_WORDS:  # serving sees unbounded vocabularies: keep memory flat
-                    cache.clear()
-                # a tuple of ints is untracked by the garbage collector: a big cache costs collections nothing
-                cols = cache[word] = tuple(j for j in map(self.lookup, self.vec._char_wb_ngrams(word)) if j is not None)
-            out += cols
-        return out
+            chunks.append(_intp_bytes([j for j in map(self.lookup, self._word_terms(words)) if j is not None]))
+        elif not self.by_word:
+            chunks.append(_intp_bytes([j for j in map(self.lookup, self.analyzer(text)) if j is not None]))
+        else:
+            cache = self._cache
+            for word in norm.split():
+                cols = cache.get(word)
+                if cols is None:
+                    if len(cache) >= self.MAX_CACHED_WORDS:  # serving sees unbounded vocabularies: keep memory flat
+                        cache.clear()
+                    cols = cache[word] = _intp_bytes([j for j in map(self.lookup, self.vec._char_wb_ngrams(word))
+                                                      if j is not None])
+                chunks.append(cols)
 
-    def _word_terms(self, text: str) -> list[str]:
+    def _word_terms(self, words: list[str]) -> list[str]:
         """sklearn's word n-grams (`_word_ngrams`) of the stemmed tokens, without its per-call overhead."""
-        tokens = self.vec.tokenizer(normalise(text))
+        tokens = self.vec.tokenizer.stems(words)
         low, high = self.vec.ngram_range
-        terms = list(tokens) if low == 1 else []
+        terms = tokens if low == 1 else []
         for n in range(max(low, 2), min(high, len(tokens)) + 1):
-            terms += [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+            terms += map(" ".join, zip(*[tokens[i:] for i in range(n)], strict=False))  # the n-grams
         return terms
 
 

@@ -247,7 +247,7 @@ class Router:
     def _proba(self, text: str) -> np.ndarray:
         coef_t, intercept = self._lean_linear()
         idx, vals = self.features.sparse_one(text)
-        scores = np.dot(vals.astype(np.float32), coef_t.take(idx, axis=0)) + intercept if len(idx) else intercept.copy()
+        scores = np.dot(vals, coef_t.take(idx, axis=0)) + intercept if len(idx) else intercept.copy()
         if len(scores) == 1:
             scores = np.array([0.0, scores[0]])
         scores -= scores.max()  # softmax of one row, in place

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -10,10 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from training_support import synthetic_rows
 
 from intelrouter.errors import ConfigError
-from intelrouter.features import TextFeatures, check_nltk_data, normalise, signal_values
+from intelrouter.features import TOKEN_PATTERN, TextFeatures, check_nltk_data, normalise, signal_values, words_of
 from intelrouter.model import Router
 
 ODD = ["", " ", "\t\n", "🙂🙂 ok", "ÅNGSTRÖM ﬁle café", "Ｆｕｌｌｗｉｄｔｈ ＴＥＸＴ", "a", "?!", "x" * 600,
@@ -91,18 +95,47 @@ def test_lean_row_equals_the_vectorizer_row(texts: list[str], params: dict) -> N
             np.testing.assert_allclose(row, full[i], rtol=1e-5, atol=1e-6, err_msg=repr(text))
 
 
-@pytest.mark.parametrize("text", [
-    "what is 2+2=4?", "x² + 1 = y", "def f(): return 1;", "a -> b => c :: d", "x == y != z", "sqrt(2) and log 3",
-    "π ≈ 3.14 ± 0.01", "Hello. World! Really?!", "١٢ + ٣٤", "print() from select", "a `b` {c} [d]", "login to my blog",
-    "the cost of sin", "...", "no markers at all here", "",
-])
-def test_signal_pre_checks_count_what_the_patterns_count(text: str) -> None:
+def reference_signals(text: str) -> list[float]:
+    """The signals the plain way (every pattern scanned, every character tested): what the fast path must equal."""
+    import math
+
     from intelrouter import features as f
 
-    norm = f.normalise(text)
-    assert f._count(f._CODE_RE, f._CODE_HINTS, norm) == len(f._CODE_RE.findall(norm))
-    assert f._count(f._SENTENCE_END_RE, f._SENTENCE_HINTS, norm) == len(f._SENTENCE_END_RE.findall(norm))
-    assert f._count(f._MATH_RE, f._MATH_HINTS, norm, any(map(str.isdigit, norm))) == len(f._MATH_RE.findall(norm))
+    norm = normalise(text)
+    tokens = re.findall(r"\w+|[^\w\s]+", norm)
+    words = [t for t in tokens if t[0].isalnum() or t[0] == "_"]
+    letters = [c for c in text if c.isalpha()]
+    digits = sum(c.isdigit() for c in text)
+    return [
+        math.log1p(len(tokens)) / 5.0,
+        math.log1p(len(f._SENTENCE_END_RE.findall(norm)) or (1 if words else 0)) / 3.0,
+        min(sum(len(w) for w in words) / len(words) if words else 0.0, 20.0) / 10.0,
+        1.0 if words and words[0] in f._QUESTION_WORDS else 0.0,
+        1.0 if "?" in text else 0.0,
+        1.0 if digits else 0.0,
+        digits / max(len(text), 1),
+        min(len(f._CODE_RE.findall(norm)), 5) / 5.0,
+        min(len(f._MATH_RE.findall(norm)), 5) / 5.0,
+        sum(c.isupper() for c in letters) / len(letters) if letters else 0.0,
+    ]
+
+
+@pytest.mark.parametrize("text", ODD + [
+    "what is 2+2=4?", "x² + 1 = y", "def f(): return 1;", "a -> b => c :: d", "x == y != z", "sqrt(2) and log 3",
+    "π ≈ 3.14 ± 0.01", "Hello. World! Really?!", "١٢ + ٣٤", "print() from select", "a `b` {c} [d]", "login to my blog",
+    "the cost of sin", "...", "no markers at all here", "snake_case _x", "ＡＢＣ１２３", "Ⅻ ½ ² ³", "MiXeD CaSe 42",
+])
+def test_signals_equal_the_plain_computation(text: str) -> None:
+    assert signal_values(text) == reference_signals(text)
+
+
+@given(st.text(alphabet=st.sampled_from(list("aZ09 _.!?=(){}[];:`<>-+*/^√π≤½²١Ｆé\t\n")) | st.characters(),
+               max_size=40))
+@hsettings(max_examples=300, deadline=None)
+def test_signals_equal_the_plain_computation_on_any_text(text: str) -> None:
+    assert signal_values(text) == reference_signals(text)
+    assert words_of(normalise(text)) == re.findall(TOKEN_PATTERN, normalise(text))
+    assert words_of(text) == re.findall(TOKEN_PATTERN, text)
 
 
 def test_missing_nltk_data_fails_with_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
