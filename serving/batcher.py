@@ -1,9 +1,12 @@
-"""Micro-batching: concurrent requests share one trip to a worker thread; a lone request is predicted in place.
+"""Micro-batching: the requests that arrive together are predicted together, small batches on the loop itself.
 
 No request waits for a batch to fill: the requests that arrive in one turn of the event loop form a batch,
 and whatever arrives while the model is busy forms the next one. Under load the batches grow by themselves,
-and the loop handles the sockets of a whole batch per wake-up. A batch of one is predicted on the loop itself:
-with a single request in flight the thread hand-off only adds context switches (BENCHMARKS.md, "Serving").
+and the loop handles the sockets of a whole batch per wake-up. Batches of up to `inline_max` texts (a few
+milliseconds of work) are predicted on the loop: the model holds the GIL, so a worker thread cannot run beside the
+loop anyway and the hand-off only adds context switches (measured at 8 connections: 552 -> 440 µs CPU per request,
+BENCHMARKS.md "Serving"). Bigger bursts go to one worker thread, so the loop still gets the GIL every switch
+interval (5 ms) to accept connections and answer /health.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ def predict_items(items: list[tuple[Any, str]]) -> list[Any]:
 class MicroBatcher:
     """Collects predictions asked for concurrently and runs them as batches on one worker thread."""
 
-    def __init__(self, max_batch: int = 128) -> None:
+    def __init__(self, max_batch: int = 128, inline_max: int = 16) -> None:
         self.max_batch = max_batch
+        self.inline_max = inline_max
         self._queue: list[Item] = []
         self._busy = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
@@ -57,9 +61,8 @@ class MicroBatcher:
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
                 pairs = [(router, text) for router, text, _ in batch]
-                if len(pairs) == 1:
-                    # a lone request is predicted right here: the hand-off to the thread and back costs more than
-                    # the prediction (measured at 1 connection: 7.9 vs 1.1 context switches and ~30 % more CPU)
+                if len(pairs) <= self.inline_max:
+                    # predicted right here: the hand-off to the thread and back costs more than it saves
                     results = predict_items(pairs)
                 else:
                     try:

@@ -525,7 +525,7 @@ def test_batcher_hands_a_model_error_to_the_request(serve_settings: Settings) ->
     asyncio.run(run())
 
 
-def test_batcher_predicts_a_lone_request_in_place_and_batches_on_the_thread() -> None:
+def test_batcher_predicts_small_batches_in_place_and_big_ones_on_the_thread() -> None:
     import asyncio
     import threading
 
@@ -542,16 +542,19 @@ def test_batcher_predicts_a_lone_request_in_place_and_batches_on_the_thread() ->
             return text.upper()
 
     async def run() -> None:
-        batcher, model = MicroBatcher(), Recorder()
+        batcher, model = MicroBatcher(inline_max=3), Recorder()
         loop_thread = threading.current_thread().name
         assert await batcher.predict(model, "alone") == "ALONE"
         assert model.threads == [loop_thread]  # no hand-off for a batch of one
         with pytest.raises(ValueError, match="cannot predict bad"):
             await batcher.predict(model, "bad")  # a lone request's error still reaches it
         model.threads.clear()
+        assert await asyncio.gather(*[batcher.predict(model, f"s{i}") for i in range(3)]) == ["S0", "S1", "S2"]
+        assert model.threads == [loop_thread] * 3 and batcher.batches == 3  # one batch of three, on the loop
+        model.threads.clear()
         got = await asyncio.gather(*[batcher.predict(model, f"t{i}") for i in range(4)])
         assert got == ["T0", "T1", "T2", "T3"]
-        assert model.threads and all(name.startswith("predict") for name in model.threads)  # the worker thread
+        assert len(model.threads) == 4 and all(name.startswith("predict") for name in model.threads)  # the worker
         batcher.close()
 
     asyncio.run(run())
