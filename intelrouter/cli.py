@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -294,7 +295,14 @@ def serve(
     """Serve the router: POST /route (/api/query), /feedback, /override; GET /health, /metrics."""
     import uvicorn
 
-    _settings()  # a bad setting is one error line here, not a traceback in every worker
+    settings = _settings()  # a bad setting is one error line here, not a traceback in every worker
+    if workers > 1:
+        # every worker opens the registry as it starts: open it once here first, so that two workers never create a
+        # new SQLite registry's tables at the same time ("duplicate column name"); unreachable is the workers' call
+        from intelrouter import registry
+
+        with contextlib.suppress(IntelRouterError):
+            registry.alias_version(settings, "production")
     from serving.protocol import CoalescingHttpToolsProtocol
 
     # httptools with each answer's head and body in one write (serving/protocol.py)

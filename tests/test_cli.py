@@ -45,6 +45,25 @@ def test_every_command_has_help() -> None:
         assert "Usage" in result.output
 
 
+def test_serve_with_workers_opens_the_registry_once_before_they_start(settings: Settings,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers creating a new SQLite registry at once collide; the parent creates it before forking them."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    registry_db = Path(settings.tracking_uri.removeprefix("sqlite:///"))
+    seen: list[tuple[int, bool]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.append((kw["workers"], registry_db.exists())))
+    assert CliRunner().invoke(app, ["serve", "--workers", "1"]).exit_code == 0
+    assert seen == [(1, False)]  # one worker: nothing to serialise, the worker opens it
+    assert CliRunner().invoke(app, ["serve", "--workers", "2"]).exit_code == 0
+    assert seen[1] == (2, True)
+    monkeypatch.setenv("INTELROUTER_MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # unreachable: the workers' call
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    assert CliRunner().invoke(app, ["serve", "--workers", "2"]).exit_code == 0
+    assert [w for w, _ in seen] == [1, 2, 2]
+
+
 def test_readme_walkthrough_import_capture_triage_export(settings: Settings, tmp_path: Path) -> None:
     assert "imported 23700 new" in run("data", "import", str(DATASETS / "clinc150" / "clinc150_full.csv"),
                                        "--split-col", "split").stdout
