@@ -145,7 +145,6 @@ _MATH_CHARS = _CharSet("=∑∫√π±≤≥")
 _MATH_WORDS = frozenset("sqrt log sin cos integral derivative equation solve".split())
 _DIGITS = _CharSet("0123456789")
 _PUNCT_RE = re.compile(r"[^\w\s]+")
-_DIGIT_BYTES = b"0123456789"
 _LETTER_BYTES = bytes(range(65, 91)) + bytes(range(97, 123))
 _UPPER_BYTES = bytes(range(65, 91))
 
@@ -155,7 +154,7 @@ def _char_counts(text: str) -> tuple[int, int, int]:
     if text.isascii():  # the usual case: three C-level byte deletions instead of three loops over characters
         raw = text.encode("ascii")
         n = len(raw)
-        return (n - len(raw.translate(None, _DIGIT_BYTES)), n - len(raw.translate(None, _LETTER_BYTES)),
+        return (n - len(raw.translate(None, _DIGITS.ascii)), n - len(raw.translate(None, _LETTER_BYTES)),
                 n - len(raw.translate(None, _UPPER_BYTES)))
     letters = list(filter(str.isalpha, text))
     return sum(map(str.isdigit, text)), len(letters), sum(map(str.isupper, letters))

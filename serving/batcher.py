@@ -35,7 +35,7 @@ def predict_items(items: list[tuple[Any, str]]) -> list[Any]:
 
 
 class MicroBatcher:
-    """Collects predictions asked for concurrently and runs them as batches on one worker thread."""
+    """Collects predictions asked for concurrently and runs them as batches: on the loop, or one worker thread."""
 
     def __init__(self, max_batch: int = 128, inline_max: int = 16) -> None:
         self.max_batch = max_batch
