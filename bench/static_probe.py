@@ -803,6 +803,7 @@ def main() -> None:
     parser.add_argument("--fused", default="", help="classifiers for (c), late fusion with a linear head: lr,ens")
     parser.add_argument("--fused-head", default="lda", choices=("lda", "lr"), help="(c)'s head on the static vectors")
     parser.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF-only rows")
+    parser.add_argument("--features", default="{}", help='TextFeatures keywords as JSON, e.g. {"char_ngrams": null}')
     args = parser.parse_args()
     path = args.model_dir or model_dir()
     if args.check_reference:
@@ -836,7 +837,8 @@ def main() -> None:
     for dataset in args.datasets.split(","):
         data = benchmark.load(dataset)
         tr, va, te = (data.train["text"].tolist(), data.val["text"].tolist(), data.test["text"].tolist())
-        feats = TextFeatures()
+        feats = TextFeatures(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in json.loads(args.features).items()})
         x = (feats.fit_transform(tr),)
         x = (x[0], feats.transform(va), feats.transform(te))
         if not args.no_baseline:

@@ -38,11 +38,18 @@ def free_port() -> int:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In the PostgreSQL pass, tests that only exercise the embedded defaults are deselected."""
-    if not PG_ADMIN_URL:
-        return
-    kept = [i for i in items if i.get_closest_marker("embedded") is None]
-    deselected = [i for i in items if i.get_closest_marker("embedded") is not None]
+    """Split the suite between CI's two passes so that nothing runs twice for nothing.
+
+    The SQLite pass runs every test but those marked `postgres`. The PostgreSQL pass runs only the tests that use
+    the database under test (the `database_url` fixture, directly or through `settings`) and are not marked
+    `embedded`: the others do not touch that database and already ran in the SQLite pass."""
+    kept, deselected = [], []
+    for item in items:
+        if PG_ADMIN_URL:
+            keep = "database_url" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("embedded")
+        else:
+            keep = item.get_closest_marker("postgres") is None
+        (kept if keep else deselected).append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
