@@ -6,6 +6,7 @@ other rows give their difference to it. Nothing is tuned on a test split.
 
     .venv/bin/python bench/quality.py                                   # CLINC150, BANKING77, held-out sets
     .venv/bin/python bench/quality.py --datasets clinc150 --classifiers lr,svc,ens
+    .venv/bin/python bench/quality.py --classifiers lr,mb+static      # NAME+static: with the static MiniLM block
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from intelrouter import benchmark  # noqa: E402
 from intelrouter.config import load_settings  # noqa: E402
 from intelrouter.train import TrainOptions  # noqa: E402
+
+STATIC = "mean3-pca256-zipf"  # the static variant `+static` adds (intelrouter/static.py)
 
 
 def main() -> None:
@@ -44,7 +47,9 @@ def main() -> None:
         data = benchmark.load(name)
         anchor = None
         for clf in args.classifiers.split(","):
-            r = benchmark.run(data, settings, TrainOptions(classifier=clf, C=args.C))
+            name_, _, extra = clf.partition("+")
+            features = {"static": STATIC} if extra == "static" else {}
+            r = benchmark.run(data, settings, TrainOptions(classifier=name_, C=args.C, features=features))
             anchor = anchor if anchor is not None else r.accuracy
             pol = {row["policy"]: row for row in r.rows_by_policy}
 

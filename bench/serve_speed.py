@@ -7,6 +7,7 @@ answer, and that both servers give the same predictions. Prints a markdown block
 
     apt-get install -y wrk   # once
     .venv/bin/python bench/serve_speed.py [--duration 10] [--rounds 3] [--conns 1,8,32]
+    .venv/bin/python bench/serve_speed.py --classifier mb --features '{"static": "mean3-pca256-zipf"}'
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def run(cmd: list[str], env: dict[str, str]) -> str:
     return res.stdout
 
 
-def prepare(work: Path, env: dict[str, str], train_split: str) -> tuple[Path, list[str]]:
+def prepare(work: Path, env: dict[str, str], train_split: str, train_args: list[str]) -> tuple[Path, list[str]]:
     """Import CLINC150 into ml_data, train + register with `intelrouter train`; returns the query file."""
     rows = list(csv.DictReader(DATASET.open(encoding="utf-8")))
     train = work / "train.csv"
@@ -59,7 +60,7 @@ def prepare(work: Path, env: dict[str, str], train_split: str) -> tuple[Path, li
         w.writerows((r["text"], r["label"]) for r in rows if r["split"] in train_split.split(","))
     run([str(BIN / "intelrouter"), "data", "import", str(train)], env)
     t0 = time.perf_counter()
-    print(run([str(BIN / "intelrouter"), "train"], env).strip().splitlines()[-1], file=sys.stderr)
+    print(run([str(BIN / "intelrouter"), "train", *train_args], env).strip().splitlines()[-1], file=sys.stderr)
     print(f"trained in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     texts = [r["text"] for r in rows if r["split"] == "test"]
     queries = work / "queries.txt"
@@ -159,6 +160,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="Interleaved runs per server and connection count.")
     ap.add_argument("--conns", default="1,8,32", help="Connection counts.")
     ap.add_argument("--train-split", default="train", help="CLINC150 splits to train on (comma-separated).")
+    ap.add_argument("--classifier", default="", help="`intelrouter train --classifier` (default: settings).")
+    ap.add_argument("--features", default="", help="`intelrouter train --features` JSON, e.g. the static block.")
     ap.add_argument("--keep", action="store_true", help="Keep the work directory.")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -174,7 +177,9 @@ def main() -> None:
         "INTELROUTER_ROUTES": json.dumps({"balance": "banking-agent"}),
         "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # mlflow models serve execs `uvicorn` from PATH
     })
-    queries, texts = prepare(work, env, args.train_split)
+    train_args = (["--classifier", args.classifier] if args.classifier else []) + (
+        ["--features", args.features] if args.features else [])
+    queries, texts = prepare(work, env, args.train_split, train_args)
 
     p_ours, p_theirs = free_port(), free_port()
     ours = start([str(BIN / "intelrouter"), "serve", "--port", str(p_ours), "--log-level", "warning"], env,

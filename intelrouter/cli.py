@@ -155,14 +155,27 @@ def train_cmd(
     c: Annotated[float, typer.Option("--C", "-C", help="Inverse regularisation of the classifier.")] = 10.0,
     threshold_policy: Annotated[str | None, typer.Option(help="fixed, coverage or balanced (default: settings).")]
     = None,
-    classifier: Annotated[str | None, typer.Option(help="lr, lr-lbfgs, sgd, svc or ens (default: settings).")] = None,
+    classifier: Annotated[str | None, typer.Option(help="lr, lr-lbfgs, sgd, svc, ens or mb (default: settings).")]
+    = None,
+    features: Annotated[str, typer.Option(help="TextFeatures parameters as JSON, e.g. "
+                                          "'{\"static\": \"mean3-pca256-zipf\"}'.")] = "{}",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train on ml_data (or a JSONL export), evaluate, gate against @production and register a version."""
+    import json
+
+    from intelrouter.errors import InputError
     from intelrouter.train import train
 
+    try:
+        params = json.loads(features)
+    except ValueError as exc:
+        raise InputError(f"bad --features: not JSON ({exc})") from None
+    if not isinstance(params, dict):
+        raise InputError("bad --features: give a JSON object, e.g. '{\"min_df\": 1}'")
     result = train(_settings(), source=source, test_size=test_size, random_state=random_state,
-                   min_samples=min_samples, C=c, threshold_policy=threshold_policy, classifier=classifier)
+                   min_samples=min_samples, C=c, threshold_policy=threshold_policy, classifier=classifier,
+                   features=params)
     if as_json:
         import json
 

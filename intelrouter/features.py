@@ -242,6 +242,8 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         signals: bool = True,
         signal_weight: float = 0.5,
         pos_tags: bool = False,
+        static: str | None = None,
+        static_weight: float = 3.0,
         dtype: str = "float32",
     ) -> None:
         self.word_ngrams = word_ngrams
@@ -253,6 +255,8 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         self.signals = signals
         self.signal_weight = signal_weight
         self.pos_tags = pos_tags
+        self.static = static
+        self.static_weight = static_weight
         self.dtype = dtype
 
     # --- what the features are -------------------------------------------------------------------
@@ -276,6 +280,8 @@ class TextFeatures(TransformerMixin, BaseEstimator):
             parts.append(f"sig{self.signal_weight:g}")
         if self.pos_tags:
             parts.append("pos")
+        if self.static:
+            parts.append(f"st-{self.static}x{self.static_weight:g}")
         return "+".join(parts)
 
     def _vectorizers(self) -> list[TfidfVectorizer]:
@@ -300,14 +306,19 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         check_nltk_data(self.required_nltk_data())
         texts = as_texts(x)
         self.vectorizers_ = self._vectorizers()
-        if not self.vectorizers_ and not self.signals and not self.pos_tags:
+        if not self.vectorizers_ and not self.signals and not self.pos_tags and not self.static:
             raise ValueError("TextFeatures needs at least one kind of feature")
+        if self.static:
+            from intelrouter.static import StaticEncoder
+
+            self.static_ = StaticEncoder.build(self.static)  # the table travels with the fitted features
         for vec in self.vectorizers_:
             vec.fit(texts)
             # the pruned-term set is never used to predict and bloats the artifact (STACK.md)
             if hasattr(vec, "stop_words_"):
                 del vec.stop_words_
-        self.n_features_out_ = sum(len(v.vocabulary_) for v in self.vectorizers_) + self._n_dense()
+        self.n_features_out_ = (sum(len(v.vocabulary_) for v in self.vectorizers_) + self._n_dense() +
+                                self._n_static())
         self._lean = None
         return self
 
@@ -318,6 +329,8 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         if self._n_dense():
             dense = np.array([self._dense_values(t) for t in texts], dtype=self.dtype).reshape(len(texts), -1)
             blocks.append(sp.csr_matrix(dense))
+        if self._n_static():
+            blocks.append(sp.csr_matrix(self.static_.encode(texts) * np.float32(self.static_weight)))
         return sp.hstack(blocks, format="csr", dtype=np.dtype(self.dtype))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
@@ -326,6 +339,7 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         for i, vec in enumerate(self.vectorizers_):
             names += [f"{'word' if i == 0 and self.word_ngrams else 'char'}:{t}" for t in vec.get_feature_names_out()]
         names += [f"signal:{n}" for n in self._dense_names()]
+        names += [f"static:{i}" for i in range(self._n_static())]
         return np.array(names, dtype=object)
 
     def _dense_names(self) -> list[str]:
@@ -333,6 +347,9 @@ class TextFeatures(TransformerMixin, BaseEstimator):
 
     def _n_dense(self) -> int:
         return len(self._dense_names())
+
+    def _n_static(self) -> int:
+        return self.static_.dims if getattr(self, "static", None) else 0
 
     def _dense_values(self, text: str, norm: str | None = None, words: list[str] | None = None) -> list[float]:
         values: list[float] = []
@@ -372,8 +389,17 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         return self._lean
 
     def sparse_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """Column indices (sorted) and float32 values of one text's feature row: equal to `transform([text])`.
+        """Column indices (sorted) and float32 values of one text's feature row: equal to `transform([text])`."""
+        cols, vals, static = self.row_parts(text)
+        if static is None:
+            return cols, vals
+        first = self.n_features_out_ - len(static)
+        return (np.concatenate([cols, np.arange(first, self.n_features_out_)]), np.concatenate([vals, static]))
 
+    def row_parts(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One text's row in two parts: sorted sparse columns with float32 values, and the static block or None.
+
+        The static block is the last columns, dense: the serving path scores it as one contiguous product.
         The text is normalised and split into words once for every block. All blocks' term columns are gathered
         in one array, sorted, and repeats counted; then sublinear tf times idf, each block scaled to unit length,
         then the signals.
@@ -384,7 +410,8 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         for block in self._lean_tables():
             block.add_columns(chunks, text, norm, words)
         dense = self._dense_values(text, norm, words) if self._n_dense() else []
-        first = self.n_features_out_ - len(dense)
+        n_static = self._n_static()
+        first = self.n_features_out_ - n_static - len(dense)
         nz = [i for i, d in enumerate(dense) if d != 0.0]
         if nz:
             chunks.append(_intp_bytes([first + i for i in nz]))
@@ -416,7 +443,11 @@ class TextFeatures(TransformerMixin, BaseEstimator):
                     block /= math.sqrt(norm2)
         if nz:
             vals[len(vals) - len(nz):] = [dense[i] for i in nz]
-        return cols, vals
+        if not n_static:
+            return cols, vals, None
+        vec = self.static_.encode_one(text)
+        vec *= np.float32(self.static_weight)
+        return cols, vals, vec
 
 
 def _intp_bytes(columns: list[int]) -> bytes:

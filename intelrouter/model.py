@@ -20,7 +20,7 @@ from intelrouter.features import TextFeatures, as_texts
 
 UNCERTAIN = "UNCERTAIN"
 ROUTER_FILE = "router.pkl"
-CLASSIFIERS = ("lr", "lr-lbfgs", "sgd", "svc", "ens")
+CLASSIFIERS = ("lr", "lr-lbfgs", "sgd", "svc", "ens", "mb")
 
 
 @dataclass
@@ -142,6 +142,94 @@ class BudgetedLogisticRegression(LogisticRegression):
         return softmax(_two_class(self.decision_function(x)).astype(np.float64) / temperature)
 
 
+class MiniBatchSoftmax(SoftmaxOverScores, ClassifierMixin, BaseEstimator):
+    """Multinomial logistic regression fitted by mini-batch Adam: sparse columns lazily, dense ones with BLAS.
+
+    Made for TF-IDF plus a dense block (the static MiniLM vectors): sklearn's SAG pays non-zeros x classes per
+    row, so 256 dense columns triple its fit; here a step gathers only the batch's sparse columns (their
+    weights and Adam moments), and the dense columns (any column set in at least half the rows, plus the
+    intercept) are one matrix product. The learning rate decays linearly to 0 over `epochs`; the epoch budget
+    is the early stop (BENCHMARKS.md, "Mini-batch joint fit"). `calibrate` fits the softmax temperature.
+    """
+
+    def __init__(self, epochs: int = 5, batch_size: int = 512, learning_rate: float = 0.02,
+                 random_state: int = 42) -> None:
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.random_state = random_state
+
+    def fit(self, x: Any, y: Any) -> MiniBatchSoftmax:
+        """Fit the weights; the temperature is 1 until `calibrate`."""
+        import scipy.sparse as sp
+
+        x = sp.csr_matrix(x, dtype=np.float32)
+        self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
+        n, d, k = x.shape[0], x.shape[1], len(self.classes_)
+        dense = np.bincount(x.indices, minlength=d) * 2 >= n
+        sparse_cols, dense_cols = np.flatnonzero(~dense), np.flatnonzero(dense)
+        xs = x[:, sparse_cols].tocsr()
+        xd = np.hstack([x[:, dense_cols].toarray(), np.ones((n, 1), np.float32)])  # + the intercept column
+        w_s, w_d = _adam_softmax(xs, xd, y_idx, k, self.epochs, self.batch_size, self.learning_rate,
+                                 np.random.default_rng(self.random_state))
+        coef = np.zeros((d, k), np.float32)
+        coef[sparse_cols], coef[dense_cols] = w_s, w_d[:-1]
+        self.coef_, self.intercept_ = np.ascontiguousarray(coef.T), w_d[-1].astype(np.float64)
+        self.temperature_ = 1.0
+        return self
+
+    def decision_function(self, x: Any) -> np.ndarray:
+        """Raw scores x @ coef_.T + intercept_."""
+        return np.asarray(x @ self.coef_.T, dtype=np.float64) + self.intercept_
+
+    def calibrate(self, x: Any, y: Any) -> float:
+        """Choose the temperature minimising the log-loss on held-out data (unknown labels ignored)."""
+        self.temperature_ = fit_temperature(self.decision_function(x), self.classes_, y, self.temperature_)
+        return self.temperature_
+
+
+def _adam_softmax(xs: Any, xd: np.ndarray, y_idx: np.ndarray, k: int, epochs: int, batch: int, rate: float,
+                  rng: np.random.Generator, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax-regression weights (sparse part, dense part) by mini-batch Adam with lazy sparse updates."""
+    import scipy.sparse as sp
+
+    n = xs.shape[0]
+    w_s, m_s, v_s = (np.zeros((xs.shape[1], k), np.float32) for _ in range(3))
+    w_d, m_d, v_d = (np.zeros((xd.shape[1], k), np.float32) for _ in range(3))
+    total, step = epochs * -(-n // batch), 0
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        xs_epoch, xd_epoch, y_epoch = xs[order], xd[order], y_idx[order]
+        for start in range(0, n, batch):
+            xb = xs_epoch[start:start + batch]
+            db, m = xd_epoch[start:start + batch], xb.shape[0]
+            cols, local = np.unique(xb.indices, return_inverse=True)  # the batch's sparse columns, renumbered
+            xl = sp.csr_matrix((xb.data, local.astype(np.int32).ravel(), xb.indptr), shape=(m, len(cols)))
+            w_c = w_s[cols]
+            grad = xl @ w_c + db @ w_d  # scores, then softmax minus the one-hot target, over the batch size
+            grad -= grad.max(axis=1, keepdims=True)
+            np.exp(grad, out=grad)
+            grad /= grad.sum(axis=1, keepdims=True)
+            grad[np.arange(m), y_epoch[start:start + m]] -= 1.0
+            grad /= m
+            step += 1
+            a = rate * math.sqrt(1 - beta2**step) / (1 - beta1**step) * (1 - (step - 1) / total)
+            m_c, v_c = m_s[cols], v_s[cols]
+            for w, mom, var, g in ((w_c, m_c, v_c, xl.T @ grad), (w_d, m_d, v_d, db.T @ grad)):
+                mom *= beta1
+                mom += (1 - beta1) * g
+                g *= g
+                var *= beta2
+                var += (1 - beta2) * g
+                np.sqrt(var, out=g)
+                g += eps
+                np.divide(mom, g, out=g)
+                w -= a * g
+            w_s[cols], m_s[cols], v_s[cols] = w_c, m_c, v_c
+    return w_s, w_d
+
+
 def make_classifier(name: str = "lr", C: float = 10.0, random_state: int = 42) -> Any:  # noqa: N803
     """The final step of the pipeline, by name (see CLASSIFIERS); `C` is the inverse regularisation."""
     from sklearn.linear_model import SGDClassifier
@@ -163,6 +251,9 @@ def make_classifier(name: str = "lr", C: float = 10.0, random_state: int = 42) -
 
         # `lr` and `svc` above fitted in two threads, averaged into one linear model (intelrouter/ensemble.py)
         return AveragedLinear(C=C, random_state=random_state)
+    if name == "mb":
+        # joint TF-IDF + dense-block fit by mini-batch Adam (MiniBatchSoftmax); C is not used: the epochs regularise
+        return MiniBatchSoftmax(random_state=random_state)
     raise IntelRouterError(f"unknown classifier {name!r}: use one of {', '.join(CLASSIFIERS)}")
 
 
@@ -246,8 +337,10 @@ class Router:
 
     def _proba(self, text: str) -> np.ndarray:
         coef_t, intercept = self._lean_linear()
-        idx, vals = self.features.sparse_one(text)
+        idx, vals, static = self.features.row_parts(text)
         scores = np.dot(vals, coef_t.take(idx, axis=0)) + intercept if len(idx) else intercept.copy()
+        if static is not None:  # the static block's rows are the last ones: a view, no gather
+            scores += np.dot(static, coef_t[len(coef_t) - len(static):])
         if len(scores) == 1:
             scores = np.array([0.0, scores[0]])
         scores -= scores.max()  # softmax of one row, in place

@@ -189,6 +189,23 @@ def _carve(frame: pd.DataFrame, mask: np.ndarray, share: float, rng: np.random.G
 # --- fitting ------------------------------------------------------------------------------------
 
 
+def feature_params(settings: Settings, options: TrainOptions) -> dict[str, Any]:
+    """The TextFeatures parameters of a job: the `static_features` setting, then the job's own; bad ones: InputError."""
+    params = {"static": settings.static_features} if settings.static_features else {}
+    params.update(options.features)
+    try:
+        TextFeatures(**params)
+    except TypeError as exc:
+        raise InputError(f"bad features {params}: {exc}") from None
+    if params.get("static"):
+        from intelrouter.static import parse_variant
+
+        parse_variant(params["static"])
+        if not isinstance(params.get("static_weight", 1.0), int | float) or params.get("static_weight", 1.0) <= 0:
+            raise InputError(f"bad features: static_weight must be a positive number, not {params['static_weight']!r}")
+    return params
+
+
 def fit_router(
     train: pd.DataFrame, val: pd.DataFrame, options: TrainOptions, settings: Settings
 ) -> tuple[Router, dict[str, float]]:
@@ -197,7 +214,7 @@ def fit_router(
     classifier_name = options.classifier or settings.classifier
     policy = options.threshold_policy or settings.threshold_policy
     random_state = settings.random_state if options.random_state is None else options.random_state
-    features = TextFeatures(**options.features)
+    features = TextFeatures(**feature_params(settings, options))
     texts, labels = train["text"].tolist(), train["label"].to_numpy(dtype=object)
     t0 = time.perf_counter()
     try:
@@ -378,6 +395,7 @@ def train(settings: Settings, options: TrainOptions | None = None, **overrides: 
     test_size = options.test_size or settings.test_size
     random_state = settings.random_state if options.random_state is None else options.random_state
     min_samples = options.min_samples or settings.min_samples
+    features = feature_params(settings, options)
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -397,7 +415,7 @@ def train(settings: Settings, options: TrainOptions | None = None, **overrides: 
 
     from intelrouter import registry
 
-    feature_set = TextFeatures(**options.features).feature_set_id()
+    feature_set = TextFeatures(**features).feature_set_id()
     semver = registry.next_semver(settings, feature_set)
     experiment_id = ensure_experiment(settings)
     mlflow.set_tracking_uri(settings.tracking_uri)
@@ -447,7 +465,7 @@ def train(settings: Settings, options: TrainOptions | None = None, **overrides: 
                 "n_features": router.info["n_features"], "split": splits.how,
                 "train_rows": len(splits.train), "val_rows": len(splits.val), "test_rows": len(splits.test),
                 "recent_days": settings.recent_days, "baseline_version": baseline_version or "none",
-                **{f"features.{k}": v for k, v in options.features.items()},
+                **{f"features.{k}": v for k, v in features.items()},
             }
             # `mlflow run` already logged its -P parameters (as typed): MLflow refuses to change a param
             logged = mlflow.get_run(run.info.run_id).data.params if launched else {}
