@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -143,6 +143,21 @@ def _fmt(counts: dict) -> str:
 # --- training and registry -------------------------------------------------------------------------
 
 
+def _features_option(text: str) -> dict[str, Any]:
+    """The --features option's JSON object; anything else is an InputError naming the option."""
+    import json
+
+    from intelrouter.errors import InputError
+
+    try:
+        params = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"bad --features: not JSON ({exc})") from None
+    if not isinstance(params, dict):
+        raise InputError("bad --features: give a JSON object, e.g. '{\"min_df\": 1}'")
+    return params
+
+
 @app.command("train")
 def train_cmd(
     source: Annotated[str, typer.Option(help="`db` (ml_data) or a JSONL export (text, label, created_at, id, ...).")]
@@ -162,20 +177,11 @@ def train_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train on ml_data (or a JSONL export), evaluate, gate against @production and register a version."""
-    import json
-
-    from intelrouter.errors import InputError
     from intelrouter.train import train
 
-    try:
-        params = json.loads(features)
-    except ValueError as exc:
-        raise InputError(f"bad --features: not JSON ({exc})") from None
-    if not isinstance(params, dict):
-        raise InputError("bad --features: give a JSON object, e.g. '{\"min_df\": 1}'")
     result = train(_settings(), source=source, test_size=test_size, random_state=random_state,
                    min_samples=min_samples, C=c, threshold_policy=threshold_policy, classifier=classifier,
-                   features=params)
+                   features=_features_option(features))
     if as_json:
         import json
 
@@ -279,8 +285,8 @@ def benchmark_cmd(
     from intelrouter.model import CLASSIFIERS
     from intelrouter.train import TrainOptions
 
+    params = _features_option(features)
     try:
-        params = json.loads(features)
         options = TrainOptions(classifier=classifier, C=c, features=params)
         TextFeatures(**params)
         if (options.classifier or "lr") not in CLASSIFIERS:

@@ -84,6 +84,11 @@ class SoftmaxOverScores:
         """The argmax class."""
         return self.classes_[self.predict_proba(x).argmax(axis=1)]
 
+    def calibrate(self, x: Any, y: Any) -> float:
+        """Choose the temperature minimising the log-loss on held-out data (unknown labels ignored)."""
+        self.temperature_ = fit_temperature(self.decision_function(x), self.classes_, y, self.temperature_)
+        return self.temperature_
+
 
 class TemperatureScaled(SoftmaxOverScores, ClassifierMixin, BaseEstimator):
     """A linear margin classifier whose probabilities are softmax(scores / T), T fitted on held-out data."""
@@ -103,11 +108,6 @@ class TemperatureScaled(SoftmaxOverScores, ClassifierMixin, BaseEstimator):
     def decision_function(self, x: Any) -> np.ndarray:
         """Raw margins."""
         return self.estimator_.decision_function(x)
-
-    def calibrate(self, x: Any, y: Any) -> float:
-        """Choose the temperature minimising the log-loss on held-out data (unknown labels ignored)."""
-        self.temperature_ = fit_temperature(self.decision_function(x), self.classes_, y, self.temperature_)
-        return self.temperature_
 
 
 class BudgetedLogisticRegression(LogisticRegression):
@@ -149,7 +149,8 @@ class MiniBatchSoftmax(SoftmaxOverScores, ClassifierMixin, BaseEstimator):
     row, so 256 dense columns triple its fit; here a step gathers only the batch's sparse columns (their
     weights and Adam moments), and the dense columns (any column set in at least half the rows, plus the
     intercept) are one matrix product. The learning rate decays linearly to 0 over `epochs`; the epoch budget
-    is the early stop (BENCHMARKS.md, "Mini-batch joint fit"). `calibrate` fits the softmax temperature.
+    is the early stop (BENCHMARKS.md, "Static block fitted by mini-batch Adam"). `calibrate` (from
+    SoftmaxOverScores) fits the softmax temperature.
     """
 
     def __init__(self, epochs: int = 5, batch_size: int = 512, learning_rate: float = 0.02,
@@ -181,11 +182,6 @@ class MiniBatchSoftmax(SoftmaxOverScores, ClassifierMixin, BaseEstimator):
     def decision_function(self, x: Any) -> np.ndarray:
         """Raw scores x @ coef_.T + intercept_."""
         return np.asarray(x @ self.coef_.T, dtype=np.float64) + self.intercept_
-
-    def calibrate(self, x: Any, y: Any) -> float:
-        """Choose the temperature minimising the log-loss on held-out data (unknown labels ignored)."""
-        self.temperature_ = fit_temperature(self.decision_function(x), self.classes_, y, self.temperature_)
-        return self.temperature_
 
 
 def _adam_softmax(xs: Any, xd: np.ndarray, y_idx: np.ndarray, k: int, epochs: int, batch: int, rate: float,

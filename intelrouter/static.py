@@ -202,7 +202,7 @@ class WordPiece:
         return [self.cls] + self.ids(text)[: max_length - 2] + [self.sep]
 
 
-# --- 2. numpy MiniLM forward pass -----------------------------------------------------------------------------
+# --- numpy MiniLM forward pass --------------------------------------------------------------------------------
 
 def _erf(x: np.ndarray) -> np.ndarray:
     from scipy.special import erf

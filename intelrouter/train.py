@@ -201,8 +201,9 @@ def feature_params(settings: Settings, options: TrainOptions) -> dict[str, Any]:
         from intelrouter.static import parse_variant
 
         parse_variant(params["static"])
-        if not isinstance(params.get("static_weight", 1.0), int | float) or params.get("static_weight", 1.0) <= 0:
-            raise InputError(f"bad features: static_weight must be a positive number, not {params['static_weight']!r}")
+        weight = params.get("static_weight", 1.0)
+        if not isinstance(weight, int | float) or weight <= 0:
+            raise InputError(f"bad features: static_weight must be a positive number, not {weight!r}")
     return params
 
 
