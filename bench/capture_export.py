@@ -1,7 +1,7 @@
 """Bench: bulk capture into PostgreSQL (rows/s, anchored on a raw COPY) and a 1 000 000-row export (peak RSS).
 
 Run: .venv/bin/python bench/capture_export.py [--rows 200000] [--export-rows 1000000]
-Starts its own throwaway PostgreSQL server (as in tests/conftest.py) and prints a markdown block.
+Starts its own throwaway PostgreSQL server (devservers/postgres.py, as the tests do) and prints a markdown block.
 """
 
 from __future__ import annotations
@@ -17,13 +17,10 @@ import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from conftest import PostgresServer  # noqa: E402
-
-from intelrouter import store  # noqa: E402
-from intelrouter.capture import log_queries  # noqa: E402
-from intelrouter.config import load_settings  # noqa: E402
+from devservers.postgres import PostgresServer
+from intelrouter import store
+from intelrouter.capture import log_queries
+from intelrouter.config import load_settings
 
 TEXTS = ["what is my account balance", "play some jazz please", "how do i reset my pin", "book a table for two"]
 

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from intelrouter.config import telemetry_off
+
 BUDGET_S = 180.0
 ANCHOR = """
 from prefect import flow
@@ -30,9 +32,8 @@ assert empty() == 1
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INTELROUTER_", "PREFECT_", "MLFLOW_TRACKING"))}
-    env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120", **extra})
-    return env
+    env.update({"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120", **extra})
+    return telemetry_off(env)
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:

@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/labelstudio_sync.py [--tasks 10000] [--rounds 3] [--database-url URL]
 (Label Studio from $LABEL_STUDIO_VENV, default .venv-labelstudio: run `bash .ci/labelstudio.sh` once.)
-Starts its own Label Studio 1.23 (tests/labelstudio_support.py) on a copy of the pre-migrated data dir, seeds
+Starts its own Label Studio 1.23 (devservers/labelstudio.py) on a copy of the pre-migrated data dir, seeds
 CLINC150 queries as needs-review, and times only `review.push` and `review.pull`. Anchors, same run, same
 server: the raw single-POST import of the same tasks, and the raw listing of the same annotated tasks.
 Prints a markdown block for BENCHMARKS.md.
@@ -15,21 +15,19 @@ import json
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from sqlalchemy import func, select, update
+
+from devservers.labelstudio import TOKEN, LabelStudioServer
+from intelrouter import capture, review_project, review_pull, review_push, store
+from intelrouter.config import Settings, load_settings
+from intelrouter.labelstudio import LabelStudioClient
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from labelstudio_support import TOKEN, LabelStudioServer  # noqa: E402
-from sqlalchemy import func, select, update  # noqa: E402
-
-from intelrouter import capture, review, store  # noqa: E402
-from intelrouter.config import Settings, load_settings  # noqa: E402
-from intelrouter.labelstudio import LabelStudioClient  # noqa: E402
 
 DATASET = REPO.parent / "shared" / "datasets" / "clinc150" / "data_full.json"
 
@@ -58,23 +56,23 @@ def annotated_copy(settings: Settings, ls: LabelStudioClient, project_id: int, b
     as if pushed: the pull then has 10 000 real answers to fetch (Label Studio has no bulk-annotate call)."""
     rng = random.Random(7)
     with store.connect(settings) as conn:
-        rows = review._select_for_push(conn, project_id, None)
+        rows = review_push._select_for_push(conn, project_id, None)
     for start in range(0, len(rows), batch):
         chunk = rows[start : start + batch]
         tasks = []
         for row in chunk:
-            task = review._task(row)
+            task = review_push._task(row)
             roll = rng.random()
             if roll < 0.1:
                 task["annotations"] = [{"result": [], "was_cancelled": True}]
             else:
-                label = review.NONE_CHOICE if roll < 0.15 else (row.top_label if roll < 0.8 else "translate")
+                label = review_project.NONE_CHOICE if roll < 0.15 else (row.top_label if roll < 0.8 else "translate")
                 task["annotations"] = [{"result": [{"from_name": "label", "to_name": "text", "type": "choices",
                                                     "value": {"choices": [label]}}]}]
             tasks.append(task)
         ids = ls.import_tasks(project_id, tasks)
-        review._record_intent(settings, project_id, chunk)
-        review._record_pushed(settings, project_id, [(row.id, tid) for row, tid in zip(chunk, ids, strict=True)])
+        review_push._record_intent(settings, project_id, chunk)
+        review_push._record_pushed(settings, project_id, [(row.id, tid) for row, tid in zip(chunk, ids, strict=True)])
     return len(rows)
 
 
@@ -96,9 +94,9 @@ def main() -> None:
         )
         seed(settings, n)
         ls = LabelStudioClient(server.url, TOKEN)
-        config = ls.get_project(review.setup_project(settings, title="bench setup"))["label_config"]
+        config = ls.get_project(review_project.setup_project(settings, title="bench setup"))["label_config"]
         with store.connect(settings) as conn:  # the anchor imports exactly what the push sends
-            payload = [review._task(row) for row in review._select_for_push(conn, -1, None)]
+            payload = [review_push._task(row) for row in review_push._select_for_push(conn, -1, None)]
 
         # Interleaved rounds (ours, raw, raw, ours, ...) on a shared, noisy machine; each into a fresh project.
         t_push, t_raw_import = [], []
@@ -107,14 +105,14 @@ def main() -> None:
                 project_id = ls.create_project(f"bench {kind} {r}", config)["id"]
                 t = time.perf_counter()
                 if kind == "ours":
-                    assert review.push(settings, project_id=project_id).pushed == n
+                    assert review_push.push(settings, project_id=project_id).pushed == n
                     t_push.append(time.perf_counter() - t)
                     pushed_project = project_id
                 else:
                     ls.request("POST", f"/api/projects/{project_id}/import", json_body=payload, idempotent=False)
                     t_raw_import.append(time.perf_counter() - t)
         t = time.perf_counter()
-        assert review.push(settings, project_id=pushed_project).pushed == 0
+        assert review_push.push(settings, project_id=pushed_project).pushed == 0
         t_repush = time.perf_counter() - t
 
         pull_project = ls.create_project("bench pull", config)["id"]
@@ -126,11 +124,11 @@ def main() -> None:
             t_raw_list.append(time.perf_counter() - t)
             if len(t_raw_list) == 1:
                 t = time.perf_counter()
-                pulled = review.pull(settings, project_id=pull_project)
+                pulled = review_pull.pull(settings, project_id=pull_project)
                 t_pull = time.perf_counter() - t
                 assert pulled.written == n, pulled
         t = time.perf_counter()
-        again = review.pull(settings, project_id=pull_project)
+        again = review_pull.pull(settings, project_id=pull_project)
         t_repull = time.perf_counter() - t
         assert again.written == 0 and again.unchanged == n, again
         with store.connect(settings) as conn:
@@ -147,7 +145,7 @@ def main() -> None:
 
 Command: `.venv/bin/python bench/labelstudio_sync.py --tasks {n} --rounds {args.rounds}`
 (starts its own Label Studio 1.23.2 from `$LABEL_STUDIO_VENV`, default `.venv-labelstudio`, on a copy of the
-pre-migrated SQLite data dir; IntelRouter store on {db}; CLINC150 texts; batches of {review.BATCH_SIZE}; push
+pre-migrated SQLite data dir; IntelRouter store on {db}; CLINC150 texts; batches of {review_project.BATCH_SIZE}; push
 and raw import interleaved, each into a fresh project, medians of {args.rounds}).
 
 | measure | IntelRouter | anchor | ratio |

@@ -8,7 +8,6 @@ Fits the shipped pipeline on CLINC150, then times: `Router.predict_one` (the ser
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -16,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from intelrouter.classifiers import make_classifier
+from intelrouter.features import TextFeatures
+from intelrouter.model import Router, make_pipeline
 
-from intelrouter.features import TextFeatures  # noqa: E402
-from intelrouter.model import Router, make_classifier, make_pipeline  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CLINC = REPO.parent / "shared" / "datasets" / "clinc150" / "clinc150_full.csv"
 

@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import warnings
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from intelrouter import benchmark
+from intelrouter.config import load_settings, telemetry_off
+from intelrouter.train import TrainOptions
 
-from intelrouter import benchmark  # noqa: E402
-from intelrouter.config import load_settings  # noqa: E402
-from intelrouter.train import TrainOptions  # noqa: E402
+telemetry_off()
 
 STATIC = "mean3-pca256-zipf"  # the static variant `+static` adds (intelrouter/static.py)
 

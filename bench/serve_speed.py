@@ -29,6 +29,8 @@ from pathlib import Path
 
 import httpx
 
+from intelrouter.config import telemetry_off
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT.parent / "shared" / "datasets" / "clinc150" / "clinc150_full.csv"
 LUA = ROOT / "bench" / "clinc_queries.lua"
@@ -170,8 +172,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INTELROUTER_", "MLFLOW_"))}
     tracking = f"sqlite:///{work / 'mlflow.db'}"
+    telemetry_off(env)
     env.update({
-        "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "INTELROUTER_DATA_DIR": str(work / "data"), "INTELROUTER_DATABASE_URL": f"sqlite:///{work / 'ir.db'}",
         "INTELROUTER_MLFLOW_TRACKING_URI": tracking, "MLFLOW_TRACKING_URI": tracking,
         "INTELROUTER_ROUTES": json.dumps({"balance": "banking-agent"}),

@@ -30,12 +30,13 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
+from intelrouter.classifiers import TemperatureScaled, make_classifier
+from intelrouter.config import load_settings, telemetry_off
+from intelrouter.features import TextFeatures
+from intelrouter.labels import import_labels
+
 REPO = Path(__file__).resolve().parents[1]
 CLINC = REPO.parent / "shared" / "datasets" / "clinc150" / "clinc150_full.csv"
-sys.path.insert(0, str(REPO))
-
-from intelrouter.features import TextFeatures  # noqa: E402
-from intelrouter.model import TemperatureScaled, make_classifier  # noqa: E402
 
 warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
@@ -146,15 +147,11 @@ def whole_command() -> dict[str, Any]:
     """`intelrouter data import` of CLINC150, then `intelrouter train --threshold-policy balanced`, timed."""
     venv_bin = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "INTELROUTER_DATA_DIR": tmp, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
-               "GIT_PYTHON_REFRESH": "quiet", "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
+        env = telemetry_off({**os.environ, "INTELROUTER_DATA_DIR": tmp, "GIT_PYTHON_REFRESH": "quiet",
+                             "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"})
         env.pop("INTELROUTER_DATABASE_URL", None)
         env.pop("INTELROUTER_MLFLOW_TRACKING_URI", None)
         env.pop("MLFLOW_TRACKING_URI", None)
-        sys.path.insert(0, str(REPO))
-        from intelrouter.config import load_settings
-        from intelrouter.labels import import_labels
-
         os.environ["INTELROUTER_DATA_DIR"] = tmp
         import_labels(load_settings(data_dir=Path(tmp)), CLINC, split_col="split")
         t0 = time.perf_counter()

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from intelrouter.config import Settings, load_settings
+from intelrouter.config import Settings, load_settings, telemetry_off
 from intelrouter.errors import RegistryError, StoreError
 from intelrouter.labelstudio import LabelStudioUnavailable
 
@@ -16,11 +16,9 @@ TRANSIENT = (StoreError, RegistryError, LabelStudioUnavailable, ConnectionError,
 
 def prefect_env(home: Path | str | None = None) -> None:
     """Set Prefect's environment before it is imported; with `home`, a private PREFECT_HOME there."""
+    telemetry_off()
     defaults = {
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
         "PREFECT_LOGGING_EXTRA_LOGGERS": "intelrouter",  # library warnings (alerts, skips) reach the run logs
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # ... and outside a flow run stay local quietly
     }

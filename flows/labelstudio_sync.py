@@ -1,4 +1,8 @@
-"""Label Studio sync (seed 004, every 6 h): push what needs review, then pull the answers."""
+"""Label Studio sync (seed 004, every 6 h): pull the answers given since the last sync, then push what needs review.
+
+The flow is one library call, `intelrouter.review.sync` (pull first: see its docstring for why); every step of
+it is safe to repeat, so a retry after Label Studio or the database failed sends nothing twice.
+"""
 
 from __future__ import annotations
 
@@ -15,35 +19,29 @@ from intelrouter.config import Settings
 
 
 @task(cache_policy=NO_CACHE, **LABEL_STUDIO)
-def push_tasks(settings: Settings, limit: int | None, project_id: int | None) -> review.PushResult:
-    """Send needs-review queries as Label Studio tasks (only those not sent yet)."""
-    return review.push(settings, limit, project_id)
-
-
-@task(cache_policy=NO_CACHE, **LABEL_STUDIO)
-def pull_answers(settings: Settings, limit: int | None, project_id: int | None) -> review.PullResult:
-    """Store the answers given since the last pull as ground truth."""
-    return review.pull(settings, limit, project_id)
+def sync_review(settings: Settings, limit: int | None, project_id: int | None) -> review.SyncResult:
+    """Store the answers given since the last sync as ground truth, then send what waits for review."""
+    return review.sync(settings, limit, project_id)
 
 
 @flow(name="labelstudio-sync")
 def labelstudio_sync(limit: int | None = None, project_id: int | None = None,
                      overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Push queries that need review to Label Studio, then pull completed annotations into ml_data."""
+    """Pull completed annotations into ml_data, then push queries that need review to Label Studio."""
     settings = settings_from(overrides)
     if not settings.label_studio_url:  # no Label Studio in this installation: a scheduled run has nothing to do
         reason = "skipped: Label Studio is not configured (set INTELROUTER_LABEL_STUDIO_URL)"
         get_run_logger().info(reason)
         return {"skipped": reason}
-    pushed = push_tasks(settings, limit, project_id)
-    pulled = pull_answers(settings, limit, project_id)
-    get_run_logger().info("pushed %d tasks (%d adopted); pulled %d answers (%d approved, %d rejected, %d skipped)",
-                          pushed.pushed, pushed.adopted, pulled.written, pulled.approved, pulled.rejected,
-                          pulled.skipped)
+    result = sync_review(settings, limit, project_id)
+    pulled, pushed = result.pull, result.push
+    get_run_logger().info("pulled %d answers (%d approved, %d rejected, %d skipped); pushed %d tasks (%d adopted)",
+                          pulled.written, pulled.approved, pulled.rejected, pulled.skipped, pushed.pushed,
+                          pushed.adopted)
     create_markdown_artifact(
-        f"Project {pushed.project_id}: pushed **{pushed.pushed}** tasks ({pushed.adopted} adopted from an "
-        f"interrupted push); pulled **{pulled.written}** answers: {pulled.approved} approved "
-        f"({pulled.disagreements} disagreeing with the model), {pulled.rejected} rejected, {pulled.skipped} skipped.",
+        f"Project {pushed.project_id}: pulled **{pulled.written}** answers: {pulled.approved} approved "
+        f"({pulled.disagreements} disagreeing with the model), {pulled.rejected} rejected, {pulled.skipped} skipped; "
+        f"pushed **{pushed.pushed}** tasks ({pushed.adopted} adopted from an interrupted push).",
         key="intelrouter-labelstudio-sync", description="Label Studio sync",
     )
     return {"push": asdict(pushed), "pull": {**asdict(pulled), "written": pulled.written}}

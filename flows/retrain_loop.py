@@ -1,6 +1,6 @@
 """The retrain loop: export a snapshot -> train -> gate -> register -> alias (testing, canary or production).
 
-Training, the gate, registration and the alias move are one library call (`intelrouter.train.train`) so
+Training, the gate, registration and the alias move are one library call (`intelrouter.jobs.train`) so
 that a failure anywhere moves no alias and marks no rows; this flow snapshots its input first, trains on
 exactly that file, and reports where the aliases ended up.
 """
@@ -16,10 +16,10 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import DATABASE, TRACKING, settings_from
 from flows.export import default_output
-from intelrouter import registry
 from intelrouter.config import Settings
 from intelrouter.export import export_jsonl
-from intelrouter.train import TrainOptions, TrainResult, train
+from intelrouter.jobs import TrainResult, train
+from intelrouter.train import TrainOptions
 
 
 @task(cache_policy=NO_CACHE, **DATABASE)
@@ -35,22 +35,14 @@ def fit_gate_register(settings: Settings, source: Path) -> TrainResult:
     return train(settings, TrainOptions(source=str(source)))
 
 
-@task(cache_policy=NO_CACHE, **TRACKING)
-def aliases(settings: Settings) -> dict[str, Any]:
-    """Where @production and @staging point now, and the canary share."""
-    prod, staging = registry.alias_version(settings, "production"), registry.alias_version(settings, "staging")
-    return {"production": str(prod.version) if prod else None, "staging": str(staging.version) if staging else None,
-            "canary_share": registry.canary_share(settings)}
-
-
-def summary(result: TrainResult, where: dict[str, Any]) -> dict[str, Any]:
+def summary(result: TrainResult) -> dict[str, Any]:
     """A JSON-friendly account of one retrain."""
     keys = ("test_accuracy", "test_macro_f1", "recent_accuracy", "test_uncertain_rate")
     return {
         "version": result.version, "semver": result.semver, "lifecycle": result.lifecycle,
         "gate_passed": result.gate.passed, "gate_reasons": result.gate.reasons, "run_id": result.run_id,
         "threshold": result.threshold, "metrics": {k: result.metrics[k] for k in keys if k in result.metrics},
-        "report": str(result.report_path) if result.report_path else None, "aliases": where,
+        "report": str(result.report_path) if result.report_path else None, "aliases": result.aliases,
         "trained_rows": result.marked_rows,
     }
 
@@ -63,8 +55,8 @@ def retrain_loop(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     path, rows = snapshot(settings)
     logger.info("snapshot of %d approved rows: %s", rows, path)
     result = fit_gate_register(settings, path)
-    where = aliases(settings)
-    out = summary(result, where) | {"snapshot": str(path), "snapshot_rows": rows}
+    where = result.aliases
+    out = summary(result) | {"snapshot": str(path), "snapshot_rows": rows}
     logger.info("v%s (registry version %s): gate %s -> %s", result.semver, result.version,
                 "passed" if result.gate.passed else "failed", result.lifecycle)
     create_markdown_artifact(

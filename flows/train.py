@@ -13,15 +13,7 @@ from flows.retrain_loop import retrain_loop
 from intelrouter import store
 from intelrouter.config import Settings
 from intelrouter.errors import InsufficientDataError
-
-
-def should_train(waiting: int, trigger: int, force: bool) -> tuple[bool, str]:
-    """The weekly rule: train when `trigger` approved samples are unused, or when forced (the 30-day run)."""
-    if force:
-        return True, f"scheduled retrain regardless of new data ({waiting} samples waiting)"
-    if waiting >= trigger:
-        return True, f"{waiting} approved samples are unused (trigger {trigger})"
-    return False, f"skipped: {waiting} approved samples are unused, the weekly trigger is {trigger}"
+from intelrouter.triggers import should_train
 
 
 @task(cache_policy=NO_CACHE, **DATABASE)

@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 
 from intelrouter.config import Settings
+from intelrouter.data import carve
 from intelrouter.errors import InputError
-from intelrouter.evaluate import choose_threshold, expected_calibration_error
+from intelrouter.evaluate import choose_threshold, expected_calibration_error, score
 from intelrouter.model import Router
-from intelrouter.train import TrainOptions, _carve, fit_router
+from intelrouter.train import TrainOptions, fit_router, make_features
 
 DATASETS_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 OOS = "oos"
@@ -126,7 +127,7 @@ def load_file(path: Path, val_share: float = 0.1, seed: int = 42) -> BenchData:
 
 def _carved(name: str, train: pd.DataFrame, test: pd.DataFrame, share: float, seed: int, protocol: str) -> BenchData:
     train = train.reset_index(drop=True)
-    is_val = _carve(train, np.ones(len(train), dtype=bool), share, np.random.default_rng(seed))
+    is_val = carve(train, np.ones(len(train), dtype=bool), share, np.random.default_rng(seed))
     return BenchData(name, train[~is_val].reset_index(drop=True), train[is_val].reset_index(drop=True),
                      test.reset_index(drop=True), protocol)
 
@@ -177,7 +178,7 @@ def run(data: BenchData, settings: Settings, options: TrainOptions | None = None
     options = options or TrainOptions()
     settings = settings.model_copy(update={"threshold_policy": policies[0]})
     load_before = os.getloadavg()[0]  # 1-minute load average: timings on a shared machine need it beside them
-    router, timings = fit_router(data.train, data.val, options, settings)
+    router, timings = fit_router(data.train, data.val, make_features(settings, options), options, settings)
     timings["load_1min"] = load_before
     # an ensemble reports its members' own wall and thread-CPU seconds (fitted side by side in two threads)
     member_s = getattr(router.pipeline.steps[-1][1], "member_fit_s_", {})
@@ -186,12 +187,9 @@ def run(data: BenchData, settings: Settings, options: TrainOptions | None = None
         size = router.save(Path(tmp) / "router.pkl").stat().st_size
 
     # every threshold comes from the validation rows only
-    val_proba = router.predict_proba(data.val["text"].tolist())
-    val_truth = data.val["label"].to_numpy(dtype=object)
-    val_oos = val_truth == OOS
-    labels = np.array(router.labels, dtype=object)
-    val_conf, val_top = val_proba.max(axis=1), labels[val_proba.argmax(axis=1)]
-    val_correct = val_top == val_truth
+    val = score(router, data.val)
+    val_oos = data.val["label"].to_numpy(dtype=object) == OOS
+    val_conf, val_correct = val.confidence, val.correct
     thresholds = {policies[0]: router.threshold}
     for policy in policies[1:]:
         thresholds[policy], _ = choose_threshold(policy, val_conf[~val_oos], val_correct[~val_oos],
@@ -199,12 +197,11 @@ def run(data: BenchData, settings: Settings, options: TrainOptions | None = None
                                                  settings.target_coverage)
 
     t0 = time.perf_counter()
-    test_proba = router.predict_proba(data.test["text"].tolist())
+    test = score(router, data.test)
     timings["evaluate_s"] = time.perf_counter() - t0
     truth = data.test["label"].to_numpy(dtype=object)
     is_oos = truth == OOS
-    conf, top = test_proba.max(axis=1), labels[test_proba.argmax(axis=1)]
-    correct = top == truth
+    conf, top, correct = test.confidence, test.top, test.correct
     texts = data.test.loc[~is_oos, "text"].tolist()[:timing_texts]
     one_us, batch_us = inference_cost(router, texts)
     return BenchResult(

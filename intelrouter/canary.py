@@ -19,8 +19,8 @@ from sqlalchemy import Connection, case, func, select
 from intelrouter import store
 from intelrouter.config import Settings
 from intelrouter.errors import NotFoundError
-from intelrouter.report import HUMAN_SOURCES
-from intelrouter.triage import write_report
+from intelrouter.jsonfiles import write_report
+from intelrouter.names import HUMAN_SOURCES
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from intelrouter import store
 from intelrouter.config import Settings
 from intelrouter.errors import InputError
-from intelrouter.jsonl import iter_objects
+from intelrouter.jsonfiles import iter_objects
+from intelrouter.keys import digest
 
 BATCH_SIZE = 5000
 
@@ -134,7 +135,7 @@ def _with_stable_id(obj: dict[str, Any]) -> dict[str, Any]:
     if obj.get("created_at") is None:
         obj.pop("created_at", None)
     if not obj.get("id"):
-        key = store.digest(obj.get("text"), obj.get("user_id"), obj.get("created_at"))
+        key = digest(obj.get("text"), obj.get("user_id"), obj.get("created_at"))
         obj["id"] = str(uuid.UUID(key[:32]))
     return obj
 

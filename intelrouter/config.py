@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -19,9 +19,20 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError
 
 from intelrouter.errors import ConfigError
+from intelrouter.names import ClassifierName, ThresholdPolicy
 
 ENV_PREFIX = "INTELROUTER_"
 CONFIG_FILE_VAR = "INTELROUTER_CONFIG"
+# Every process (CLI, flows, tests, servers) runs with these: MLflow, Prefect and friends must not phone home.
+TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+def telemetry_off(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Turn telemetry off in `env` (default: this process's environment) unless set already; returns `env`."""
+    target = os.environ if env is None else env
+    for key, value in TELEMETRY_OFF.items():
+        target.setdefault(key, value)
+    return target  # type: ignore[return-value]
 
 
 class Settings(BaseSettings):
@@ -37,10 +48,12 @@ class Settings(BaseSettings):
     )
     mlflow_experiment: str = Field("intelrouter", description="MLflow experiment the training runs go to.")
     model_name: str = Field("intelrouter", description="Registered model name in the MLflow registry.")
+    cache: Path = Field(Path("~/.cache/intelrouter"), description=(
+        "Where built feature tables (the static MiniLM block) are cached between fits."))
 
     # Model and threshold
     uncertain_threshold: float = Field(0.6, ge=0, le=1, description="Confidence below which the answer is UNCERTAIN.")
-    threshold_policy: Literal["fixed", "coverage", "balanced", "accuracy"] = Field(
+    threshold_policy: ThresholdPolicy = Field(
         "fixed", description="How training picks the UNCERTAIN threshold on held-out data."
     )
     target_coverage: float = Field(0.9, gt=0, le=1, description="Answered share the `coverage` policy keeps.")
@@ -64,7 +77,7 @@ class Settings(BaseSettings):
     test_size: float = Field(0.2, gt=0, lt=1, description="Held-out test share.")
     random_state: int = Field(42, description="Seed for splits and models.")
     recent_days: int = Field(30, ge=1, description="Width of the recent slice evaluated on its own.")
-    classifier: Literal["lr", "lr-lbfgs", "sgd", "svc", "ens", "mb"] = Field(
+    classifier: ClassifierName = Field(
         "lr",
         description="Final pipeline step: lr (SAG logistic regression), lr-lbfgs, sgd, svc, ens (lr + svc averaged), "
                     "mb (mini-batch Adam softmax, for the static block).",
@@ -148,6 +161,11 @@ class Settings(BaseSettings):
         if any(not 0 < s <= 1 for s in self.canary_steps):
             raise ValueError("canary_steps must lie in (0, 1]")
         return self
+
+    @field_validator("cache", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
 
     @cached_property
     def db_url(self) -> str:

@@ -38,3 +38,9 @@ class RegistryError(IntelRouterError):
 
 class LabelStudioError(IntelRouterError):
     """Label Studio is unreachable, refused the token, or answered unexpectedly."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when it has none), at most `limit` characters."""
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

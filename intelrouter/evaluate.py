@@ -1,19 +1,29 @@
-"""Evaluation: slice metrics, the UNCERTAIN threshold policies, calibration, and the run's plots and tables."""
+"""Evaluation: scoring rows, slice metrics, the UNCERTAIN threshold policies, and a candidate against a baseline.
+
+`compare` is the one place a candidate and `@production` are scored on the same rows and gated: training and
+`intelrouter evaluate` both call it.
+"""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from intelrouter.errors import InputError
+from intelrouter.gate import GateResult, GateRules, ScoredSlice, gate
+from intelrouter.names import POLICIES
 
-POLICIES = ("fixed", "coverage", "balanced", "accuracy")
+if TYPE_CHECKING:
+    from intelrouter.config import Settings
+    from intelrouter.model import Router
+
+SLICES = ("test", "recent")
 
 
 @dataclass
@@ -24,21 +34,33 @@ class Scored:
     proba: np.ndarray
     labels: list[str]
 
-    @property
-    def top(self) -> list[str]:
-        """The argmax label of each row."""
+    @cached_property
+    def top(self) -> np.ndarray:
+        """The argmax label of each row (an object array)."""
         if len(self.y_true) == 0:
-            return []
-        return [self.labels[k] for k in self.proba.argmax(axis=1)]
+            return np.array([], dtype=object)
+        return np.array(self.labels, dtype=object)[self.proba.argmax(axis=1)]
 
-    @property
+    @cached_property
     def confidence(self) -> np.ndarray:
         """The top probability of each row."""
         return self.proba.max(axis=1) if len(self.y_true) else np.zeros(0)
 
+    @cached_property
+    def correct(self) -> np.ndarray:
+        """Whether the argmax label is the true one, per row."""
+        return self.top == np.array(self.y_true, dtype=object)
+
     def subset(self, mask: np.ndarray) -> Scored:
         """Only the rows where mask is true."""
         return Scored([y for y, m in zip(self.y_true, mask, strict=True) if m], self.proba[mask], self.labels)
+
+
+def score(router: Router, frame: pd.DataFrame) -> Scored:
+    """The router's probabilities on some rows (a frame with `text` and `label`)."""
+    texts = frame["text"].tolist()
+    proba = router.predict_proba(texts) if texts else np.zeros((0, len(router.labels)))
+    return Scored(frame["label"].tolist(), proba, router.labels)
 
 
 def choose_threshold(
@@ -109,9 +131,7 @@ def slice_metrics(scored: Scored, threshold: float, oos_label: str) -> dict[str,
     inscope = scored.subset(~is_oos)
     out: dict[str, float] = {"rows": float(len(y)), "inscope_rows": float(len(inscope.y_true))}
     if len(inscope.y_true):
-        top = np.array(inscope.top, dtype=object)
-        truth = np.array(inscope.y_true, dtype=object)
-        correct = top == truth
+        top, truth, correct = inscope.top, np.array(inscope.y_true, dtype=object), inscope.correct
         answered = inscope.confidence >= threshold
         labels = sorted(set(inscope.y_true))
         per_class = f1_score(truth, top, labels=labels, average=None, zero_division=0)
@@ -138,164 +158,48 @@ def metric_key(label: str) -> str:
     return re.sub(r"[^0-9A-Za-z_\-./ ]", "_", str(label))[:200]
 
 
-def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Coverage and risk (error rate among answered) when answering the k most confident rows, k = 1..n."""
-    order = np.argsort(-np.asarray(confidence))
-    wrong = 1.0 - np.asarray(correct, dtype=np.float64)[order]
-    k = np.arange(1, len(order) + 1)
-    return k / max(len(order), 1), np.cumsum(wrong) / k
-
-
-def write_plots(scored: Scored, threshold: float, oos_label: str, out_dir: Path) -> list[Path]:
-    """Confusion matrix, risk–coverage curve and reliability diagram of the in-scope rows, as PNG files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    inscope = scored.subset(np.array(scored.y_true, dtype=object) != oos_label)
-    if not inscope.y_true:
-        return []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    truth = np.array(inscope.y_true, dtype=object)
-    top = np.array(inscope.top, dtype=object)
-    correct = truth == top
-    conf = inscope.confidence
-    paths = []
-
-    labels = sorted(set(truth) | set(top))
-    index = {lab: i for i, lab in enumerate(labels)}
-    matrix = np.zeros((len(labels), len(labels)))
-    np.add.at(matrix, ([index[t] for t in truth], [index[p] for p in top]), 1)
-    matrix /= np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    size = min(4 + len(labels) * 0.12, 24)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
-    if len(labels) <= 80:
-        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=max(4, 10 - len(labels) // 10))
-        ax.set_yticks(range(len(labels)), labels, fontsize=max(4, 10 - len(labels) // 10))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("Confusion matrix (row-normalised)")
-    fig.tight_layout()
-    paths.append(_save(fig, out_dir / "confusion_matrix.png"))
-
-    coverage, risk = risk_coverage(conf, correct)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.plot(coverage, risk)
-    answered = conf >= threshold
-    if answered.any():
-        ax.scatter([answered.mean()], [1 - correct[answered].mean()], color="red", zorder=3,
-                   label=f"threshold {threshold:.3f}")
-        ax.legend()
-    ax.set_xlabel("coverage (share answered)")
-    ax.set_ylabel("risk (error rate among answered)")
-    ax.set_title("Risk–coverage")
-    fig.tight_layout()
-    paths.append(_save(fig, out_dir / "risk_coverage.png"))
-
-    bins = 15
-    which = np.minimum((conf * bins).astype(int), bins - 1)
-    centers, accs, counts = [], [], []
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            centers.append(conf[mask].mean())
-            accs.append(correct[mask].mean())
-            counts.append(mask.sum())
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
-    ax.scatter(centers, accs, s=[10 + 200 * c / max(counts) for c in counts])
-    ax.plot(centers, accs)
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability (ECE {expected_calibration_error(conf, correct):.3f})")
-    fig.tight_layout()
-    paths.append(_save(fig, out_dir / "reliability.png"))
-    return paths
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def write_tables(scored: Scored, texts: Sequence[str], threshold: float, oos_label: str, out_dir: Path) -> list[Path]:
-    """The classification report (text) and the misclassified examples (CSV)."""
-    import pandas as pd
-    from sklearn.metrics import classification_report
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    y = np.array(scored.y_true, dtype=object)
-    top = np.array(scored.top, dtype=object)
-    conf = scored.confidence
-    inscope = y != oos_label
-    report = classification_report(y[inscope], top[inscope], zero_division=0) if inscope.any() else "no rows\n"
-    report_path = out_dir / "classification_report.txt"
-    report_path.write_text(report)
-    predicted = np.where(conf >= threshold, top, "UNCERTAIN")
-    wrong = np.where(inscope, top != y, conf >= threshold)
-    frame = pd.DataFrame({
-        "text": [texts[i] for i in np.flatnonzero(wrong)],
-        "true_label": y[wrong],
-        "top_label": top[wrong],
-        "predicted": predicted[wrong],
-        "confidence": conf[wrong].round(4),
-    }).sort_values("confidence", ascending=False)
-    csv_path = out_dir / "misclassified.csv"
-    frame.to_csv(csv_path, index=False)
-    return [report_path, csv_path]
-
-
-def compare_with_production(settings: Any, model_uri: str, source: str = "db") -> dict[str, Any]:
-    """Score a model URI and @production on the same rows (the test split if the data has one); logs a run."""
-    import os
-    import time
-
-    import mlflow
-
-    from intelrouter import registry
-    from intelrouter.gate import gate
-    from intelrouter.model import load_router
-    from intelrouter.train import ensure_experiment, gate_rules, gate_slices, load_examples, recent_mask, score
-
-    frame, where = load_examples(settings, source)
-    has_test = (frame["split"] == "test").fillna(False)
-    rows = frame[has_test].reset_index(drop=True) if has_test.any() else frame
-    if rows.empty:
-        raise InputError(f"no labelled rows to evaluate on in {where}")
-    candidate = load_router(model_uri, settings.tracking_uri)
-    recent = recent_mask(rows, settings.recent_days)
-    models = {"candidate": candidate}
-    production = registry.load_alias(settings, "production")
-    if production is not None:
-        models["production"] = production[1]
-    metrics: dict[str, dict[str, float]] = {}
-    slices = {}
-    for name, router in models.items():
-        scored = score(router, rows)
-        slices[name] = gate_slices(scored, recent, settings.oos_label)
-        for slice_name, mask in (("test", np.ones(len(rows), dtype=bool)), ("recent", recent)):
-            values = slice_metrics(scored.subset(mask), router.threshold, settings.oos_label)
-            metrics[f"{name}_{slice_name}"] = {k: v for k, v in values.items() if not k.startswith("f1_")}
-    decision = gate(slices["candidate"], slices.get("production"), gate_rules(settings))
-    experiment_id = ensure_experiment(settings)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    launched = os.environ.get("MLFLOW_RUN_ID")
-    run_name = "eval-" + time.strftime("%Y%m%d_%H%M%S", time.gmtime())
-    with mlflow.start_run(run_id=launched, experiment_id=None if launched else experiment_id,
-                          run_name=None if launched else run_name) as run:
-        mlflow.set_tags({"kind": "evaluation", "model_uri": model_uri,
-                         "production_version": production[0].version if production else "none",
-                         "gate": "passed" if decision.passed else "failed",
-                         "gate_reasons": "; ".join(decision.reasons)[:4900]})
-        mlflow.log_params({"source": source, "rows": len(rows)})
-        mlflow.log_metrics({f"{group}_{k}": v for group, values in metrics.items() for k, v in values.items()})
+def gate_slices(scored: Scored, recent: np.ndarray, oos_label: str) -> dict[str, ScoredSlice]:
+    """The gate's view of a model: in-scope rows of the full test set and of the recent slice."""
+    truth = np.array(scored.y_true, dtype=object)
+    inscope = truth != oos_label
     return {
-        "run_id": run.info.run_id, "rows": len(rows), "data": where,
-        "production_version": production[0].version if production else None,
-        "metrics": metrics, "gate": {"passed": decision.passed, "reasons": decision.reasons},
+        "test": ScoredSlice(list(truth[inscope]), list(scored.top[inscope])),
+        "recent": ScoredSlice(list(truth[inscope & recent]), list(scored.top[inscope & recent])),
     }
+
+
+def gate_rules(settings: Settings) -> GateRules:
+    """The gate's rules from the settings."""
+    return GateRules(min_accuracy=settings.gate_min_accuracy, min_macro_f1=settings.gate_min_macro_f1,
+                     tolerance=settings.gate_tolerance, seed=settings.random_state)
+
+
+@dataclass
+class Comparison:
+    """A candidate and its baseline scored on the same rows: metrics per model and slice, and the gate's decision."""
+
+    candidate: Scored
+    baseline: Scored | None
+    metrics: dict[str, dict[str, float]]  # "candidate_test", "candidate_recent", "baseline_test", ...
+    decision: GateResult
+    rows: int
+    recent_rows: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def compare(candidate: Router, baseline: Router | None, rows: pd.DataFrame, recent: np.ndarray,
+            settings: Settings) -> Comparison:
+    """Score the candidate and the baseline on the same rows (full and recent slice) and gate the candidate."""
+    if len(recent) != len(rows):
+        raise InputError("the recent-slice mask and the rows differ in length")
+    models = {"candidate": candidate} | ({"baseline": baseline} if baseline is not None else {})
+    scored = {name: score(router, rows) for name, router in models.items()}
+    metrics: dict[str, dict[str, float]] = {}
+    for name, router in models.items():
+        for slice_name, mask in (("test", np.ones(len(rows), dtype=bool)), ("recent", recent)):
+            metrics[f"{name}_{slice_name}"] = slice_metrics(scored[name].subset(mask), router.threshold,
+                                                            settings.oos_label)
+    slices = {name: gate_slices(s, recent, settings.oos_label) for name, s in scored.items()}
+    rules = gate_rules(settings)
+    decision = gate(slices["candidate"], slices.get("baseline"), rules)
+    return Comparison(scored["candidate"], scored.get("baseline"), metrics, decision, len(rows), int(recent.sum()))

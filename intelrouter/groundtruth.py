@@ -9,7 +9,9 @@ from sqlalchemy.engine import Connection
 
 from intelrouter import store
 from intelrouter.config import Settings
-from intelrouter.errors import InputError, NotFoundError
+from intelrouter.errors import InputError, NoActiveModelError, NotFoundError
+from intelrouter.keys import digest
+from intelrouter.names import SOURCE_PRECEDENCE
 
 
 def upsert_label(
@@ -28,7 +30,7 @@ def upsert_label(
 
     Returns True when a row was written or changed, False when the same label was already there.
     """
-    if source not in store.SOURCE_PRECEDENCE:
+    if source not in SOURCE_PRECEDENCE:
         raise InputError(f"unknown label source {source!r}")
     if not label or not label.strip():
         raise InputError("label is empty")
@@ -51,11 +53,11 @@ def upsert_label(
     t = store.ml_data
     existing = conn.execute(select(t.c.id, t.c.label, t.c.source).where(t.c.query_id == query_id)).first()
     if existing is None:
-        row["dedup_key"] = store.digest("query", query_id)
+        row["dedup_key"] = digest("query", query_id)
         return store.insert_ignore(conn, t, [row], key="dedup_key") == 1
     if existing.label == label and existing.source == source:
         return False
-    if store.SOURCE_PRECEDENCE[source] < store.SOURCE_PRECEDENCE.get(existing.source, 0):
+    if SOURCE_PRECEDENCE[source] < SOURCE_PRECEDENCE.get(existing.source, 0):
         return False
     changes = {k: v for k, v in row.items() if k not in ("created_at", "query_id", "split")}
     if existing.label == label:
@@ -70,7 +72,7 @@ def insert_labels(conn: Connection, rows: list[dict[str, Any]], source: str, bat
     full = [
         {"query_id": None, "language": None, "confidence": None, "reviewer": None, "split": None,
          "created_at": now, "updated_at": now, "trained_version": None, **r, "source": source,
-         "dedup_key": store.digest(source, r["text"], r["label"], r.get("split"))}
+         "dedup_key": digest(source, r["text"], r["label"], r.get("split"))}
         for r in rows
     ]
     return sum(
@@ -106,7 +108,12 @@ def record_override(settings: Settings, query_id: str, label: str) -> dict[str, 
     return _record(settings, query_id, label, "override")
 
 
-def labels_in_store(settings: Settings) -> set[str]:
-    """Every label present in `ml_data`."""
-    with store.connect(settings) as conn:
-        return set(conn.execute(select(store.ml_data.c.label).distinct()).scalars())
+def check_label(label: str, known: frozenset[str] | set[str], allow_new: bool) -> None:
+    """A label for an answered query must be one the serving models know, unless new labels are allowed."""
+    if allow_new:
+        return
+    if not known:
+        raise NoActiveModelError()
+    if label not in known:
+        raise InputError(f"label {label!r} is not one the model knows "
+                         "(set INTELROUTER_ALLOW_NEW_LABELS=true to accept new labels)")

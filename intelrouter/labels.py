@@ -11,7 +11,7 @@ from intelrouter import store
 from intelrouter.config import Settings
 from intelrouter.errors import InputError
 from intelrouter.groundtruth import insert_labels
-from intelrouter.jsonl import iter_objects
+from intelrouter.jsonfiles import iter_objects
 
 csv.field_size_limit(10_000_000)
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from intelrouter import store
 from intelrouter.capture import write_rows
 from intelrouter.config import Settings
-from intelrouter.errors import StoreError
+from intelrouter.errors import StoreError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class QueryLogWriter:
 
     def _failed(self, exc: BaseException) -> None:
         self.write_failures += 1
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         if message != self.last_error:
             log.warning("query log write failed, rows kept for retry: %s", message)
         self.last_error = message

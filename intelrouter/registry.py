@@ -1,4 +1,4 @@
-"""The model registry lifecycle: testing → canary (@staging) → production (@production), with rollback.
+"""The model registry: the MLflow client, and the lifecycle testing → canary (@staging) → production, with rollback.
 
 Aliases carry the lifecycle; version tags say it in words (`lifecycle`, `semver`, `threshold`, ...).
 MLflow keeps no history of alias moves, so the production history is a JSON list in a registered-model
@@ -13,28 +13,39 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from intelrouter.config import Settings
-from intelrouter.errors import InputError, IntelRouterError, NoActiveModelError, NotFoundError, RegistryError
+from intelrouter.errors import (
+    InputError,
+    IntelRouterError,
+    NoActiveModelError,
+    NotFoundError,
+    RegistryError,
+    first_line,
+)
+from intelrouter.names import ALIASES, PRODUCTION, STAGING
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-    from intelrouter.model import Router
-
-ALIASES = ("production", "staging")
+T = TypeVar("T")
 LIFECYCLES = ("testing", "canary", "production", "rejected", "archived")
 HISTORY_TAG = "production_history"
 CANARY_TAG = "canary_share"
-T = TypeVar("T")
+_CONNECTION_HINTS = ("api request to", "max retries", "connection refused", "failed to establish", "timed out",
+                     "unable to open database", "could not connect", "connection to server")
+
+
+def quiet_mlflow() -> None:
+    """Short HTTP retries (a dead server is one line fast, not minutes of back-off) and no progress bars."""
+    for key, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                       ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20"), ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
+                       ("GIT_PYTHON_REFRESH", "quiet")):
+        os.environ.setdefault(key, value)
 
 
 def get_client(settings: Settings) -> MlflowClient:
-    """An MLflow client on the configured tracking/registry URI (HTTP retries kept short)."""
-    # the default retry policy waits minutes on a dead server; a CLI or a serving poll wants one line fast
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    """An MLflow client on the configured tracking/registry URI."""
+    quiet_mlflow()
     from mlflow import MlflowClient
 
     try:
@@ -43,45 +54,38 @@ def get_client(settings: Settings) -> MlflowClient:
         raise RegistryError(failure_message(settings, exc)) from None
 
 
-_CONNECTION_HINTS = ("api request to", "max retries", "connection refused", "failed to establish", "timed out",
-                     "unable to open database", "could not connect", "connection to server")
-
-
 def failure_message(settings: Settings, exc: BaseException) -> str:
     """One line for an MLflow failure: unreachable (with what to check) or refused (with MLflow's reason)."""
-    reason = _first_line(exc)
-    where = _safe_uri(settings.tracking_uri)
+    reason = first_line(exc)
+    where = safe_uri(settings.tracking_uri)
     if isinstance(exc, ConnectionError | OSError) or any(h in reason.lower() for h in _CONNECTION_HINTS):
         return (f"model registry at {where} is unreachable ({reason}): "
                 "check INTELROUTER_MLFLOW_TRACKING_URI and that the server runs")
     return f"MLflow at {where} refused the request: {reason}"
 
 
-def _safe_uri(uri: str) -> str:
+def safe_uri(uri: str) -> str:
+    """A tracking URI with any credentials masked."""
     if "://" in uri and "@" in uri.split("://", 1)[1].split("/", 1)[0]:
         scheme, rest = uri.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return uri
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", None) or exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
-def _not_found(exc: BaseException) -> bool:
+def is_not_found(exc: BaseException) -> bool:
+    """Whether MLflow said the resource does not exist."""
     return getattr(exc, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 
 
 def call(settings: Settings, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one registry call; a missing resource is NotFoundError, anything else a RegistryError."""
+    """Run one MLflow call; a missing resource is NotFoundError, anything else a RegistryError."""
     try:
         return fn(*args, **kwargs)
     except IntelRouterError:
         raise
     except Exception as exc:
-        if _not_found(exc):
-            raise NotFoundError(f"{what}: {_first_line(exc)}") from None
+        if is_not_found(exc):
+            raise NotFoundError(f"{what}: {first_line(exc)}") from None
         raise RegistryError(failure_message(settings, exc)) from None
 
 
@@ -99,7 +103,7 @@ def alias_version(settings: Settings, alias: str) -> ModelVersion | None:
         return client.get_model_version_by_alias(settings.model_name, alias)
     except Exception as exc:
         # an unset alias comes back as INVALID_PARAMETER_VALUE "... alias ... not found"
-        if _not_found(exc) or (getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE"
+        if is_not_found(exc) or (getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE"
                                and "not found" in str(exc).lower()):
             return None
         raise RegistryError(failure_message(settings, exc)) from None
@@ -125,23 +129,6 @@ def model_uri(settings: Settings, version: str | int) -> str:
     return f"models:/{settings.model_name}/{version}"
 
 
-def load_version(settings: Settings, version: str | int) -> Router:
-    """Load the Router of one registered version."""
-    from intelrouter.model import load_router
-
-    return load_router(model_uri(settings, str(get_version(settings, version).version)), settings.tracking_uri)
-
-
-def load_alias(settings: Settings, alias: str) -> tuple[ModelVersion, Router] | None:
-    """The version behind an alias and its loaded Router, or None when the alias is not set."""
-    mv = alias_version(settings, alias)
-    if mv is None:
-        return None
-    from intelrouter.model import load_router
-
-    return mv, load_router(model_uri(settings, str(mv.version)), settings.tracking_uri)
-
-
 def list_model_versions(settings: Settings) -> list[ModelVersion]:
     """Every version of the registered model, newest first (empty when none is registered)."""
     client = get_client(settings)
@@ -155,6 +142,13 @@ def _registered_tags(settings: Settings) -> dict[str, str]:
         return dict(call(settings, "registered model", client.get_registered_model, settings.model_name).tags)
     except NotFoundError:
         return {}
+
+
+def where_aliases_point(settings: Settings) -> dict[str, Any]:
+    """The version behind @production and @staging (None when unset), and the canary share."""
+    prod, staging = alias_version(settings, PRODUCTION), alias_version(settings, STAGING)
+    return {PRODUCTION: str(prod.version) if prod else None, STAGING: str(staging.version) if staging else None,
+            "canary_share": canary_share(settings)}
 
 
 def canary_share(settings: Settings) -> float:
@@ -189,7 +183,7 @@ def _set_history(client: MlflowClient, settings: Settings, history: list[str]) -
     call(settings, "registered model", client.set_registered_model_tag, settings.model_name, HISTORY_TAG, value)
 
 
-def set_tags(settings: Settings, version: str | int, tags: dict[str, Any]) -> None:
+def tag_version(settings: Settings, version: str | int, tags: dict[str, Any]) -> None:
     """Set version tags (values stringified and bounded in length)."""
     client = get_client(settings)
     for key, value in tags.items():
@@ -198,7 +192,7 @@ def set_tags(settings: Settings, version: str | int, tags: dict[str, Any]) -> No
 
 
 def _set_lifecycle(settings: Settings, version: str, lifecycle: str, **extra: Any) -> None:
-    set_tags(settings, version, {"lifecycle": lifecycle, **extra})
+    tag_version(settings, version, {"lifecycle": lifecycle, **extra})
 
 
 def promote(settings: Settings, version: str | int, to: Literal["staging", "production"]) -> ModelVersion:
@@ -210,23 +204,23 @@ def promote(settings: Settings, version: str | int, to: Literal["staging", "prod
     current = alias_version(settings, to)
     if current is not None and str(current.version) == str(mv.version):
         return mv
-    if to == "staging":
-        prod = alias_version(settings, "production")
+    if to == STAGING:
+        prod = alias_version(settings, PRODUCTION)
         if prod is not None and str(prod.version) == str(mv.version):
             raise InputError(f"version {str(mv.version)} is already @production")
-        call(settings, "alias", client.set_registered_model_alias, settings.model_name, "staging", str(mv.version))
+        call(settings, "alias", client.set_registered_model_alias, settings.model_name, STAGING, str(mv.version))
         try:
             _set_lifecycle(settings, str(mv.version), "canary")
             set_canary_share(settings, settings.canary_share)
             if current is not None:
                 _set_lifecycle(settings, str(current.version), "archived")
         except IntelRouterError:
-            _restore_alias(client, settings, "staging", current)
+            _restore_alias(client, settings, STAGING, current)
             raise
         return mv
     history = production_history(settings)
-    staging = alias_version(settings, "staging")
-    call(settings, "alias", client.set_registered_model_alias, settings.model_name, "production", str(mv.version))
+    staging = alias_version(settings, STAGING)
+    call(settings, "alias", client.set_registered_model_alias, settings.model_name, PRODUCTION, str(mv.version))
     try:
         if current is not None and (not history or history[-1] != str(current.version)):
             history.append(current.version)
@@ -235,9 +229,9 @@ def promote(settings: Settings, version: str | int, to: Literal["staging", "prod
         if current is not None:
             _set_lifecycle(settings, str(current.version), "archived")
         if staging is not None and str(staging.version) == str(mv.version):
-            call(settings, "alias", client.delete_registered_model_alias, settings.model_name, "staging")
+            call(settings, "alias", client.delete_registered_model_alias, settings.model_name, STAGING)
     except IntelRouterError:
-        _restore_alias(client, settings, "production", current)
+        _restore_alias(client, settings, PRODUCTION, current)
         raise
     return mv
 
@@ -255,7 +249,7 @@ def _restore_alias(client: MlflowClient, settings: Settings, alias: str, previou
 def rollback(settings: Settings) -> ModelVersion:
     """Move @production back to the previous production version in one step; returns that version."""
     client = get_client(settings)
-    current = alias_version(settings, "production")
+    current = alias_version(settings, PRODUCTION)
     if current is None:
         raise NoActiveModelError()
     history = production_history(settings)
@@ -270,40 +264,49 @@ def rollback(settings: Settings) -> ModelVersion:
             history.pop()
     if previous is None:
         raise RegistryError(f"no earlier production version to roll back to (@production is v{str(current.version)})")
-    call(settings, "alias", client.set_registered_model_alias, settings.model_name, "production", str(previous.version))
+    call(settings, "alias", client.set_registered_model_alias, settings.model_name, PRODUCTION, str(previous.version))
     try:
         _set_history(client, settings, history)
         _set_lifecycle(settings, str(previous.version), "production")
         _set_lifecycle(settings, str(current.version), "rejected", rejected_reason="rolled back from production")
     except IntelRouterError:
-        _restore_alias(client, settings, "production", current)
+        _restore_alias(client, settings, PRODUCTION, current)
         raise
     return previous
 
 
 def clear_staging(settings: Settings, reason: str) -> ModelVersion | None:
     """End a canary: remove @staging, mark its version rejected with the reason; None when no canary runs."""
-    staging = alias_version(settings, "staging")
+    staging = alias_version(settings, STAGING)
     if staging is None:
         return None
     client = get_client(settings)
-    call(settings, "alias", client.delete_registered_model_alias, settings.model_name, "staging")
+    call(settings, "alias", client.delete_registered_model_alias, settings.model_name, STAGING)
     _set_lifecycle(settings, str(staging.version), "rejected", rejected_reason=reason)
     set_canary_share(settings, settings.canary_share)
     return staging
 
 
+def register(settings: Settings, model_uri: str, tags: dict[str, str], passed: bool, reasons: list[str]
+             ) -> tuple[str, str]:
+    """Register a logged model as a new version with its tags, then move it by the gate: (version, lifecycle)."""
+    import mlflow
+
+    mv = call(settings, "register model", mlflow.register_model, model_uri, settings.model_name, tags=tags)
+    return str(mv.version), apply_gate(settings, str(mv.version), passed, reasons)
+
+
 def apply_gate(settings: Settings, version: str | int, passed: bool, reasons: list[str]) -> str:
     """Move a freshly registered version by the gate's decision; returns its new lifecycle."""
     text = "; ".join(reasons)
-    set_tags(settings, version, {"gate": "passed" if passed else "failed", "gate_reasons": text})
+    tag_version(settings, version, {"gate": "passed" if passed else "failed", "gate_reasons": text})
     if not passed:
         _set_lifecycle(settings, str(version), "rejected", rejected_reason=f"gate failed: {text}")
         return "rejected"
-    if alias_version(settings, "production") is None:
-        promote(settings, version, "production")
+    if alias_version(settings, PRODUCTION) is None:
+        promote(settings, version, PRODUCTION)
         return "production"
-    promote(settings, version, "staging")
+    promote(settings, version, STAGING)
     return "canary"
 
 

@@ -12,12 +12,12 @@ from sqlalchemy import Connection, case, func, select
 
 from intelrouter import store
 from intelrouter.config import Settings
-from intelrouter.triage import write_report
+from intelrouter.errors import first_line
+from intelrouter.jsonfiles import write_report
+from intelrouter.names import HUMAN_SOURCES, PRODUCTION
 
 log = logging.getLogger(__name__)
 
-HUMAN_SOURCES = ("feedback", "override", "label-studio")  # labels that say whether an answer was right
-PRODUCTION = "production"
 
 
 @dataclass(frozen=True)
@@ -241,8 +241,7 @@ def notify(settings: Settings, report: Report) -> bool | None:
         response = httpx.post(settings.alert_webhook_url, json=payload, timeout=10)
         response.raise_for_status()
     except httpx.HTTPError as exc:
-        log.warning("alert webhook %s failed: %s", settings.alert_webhook_url, str(exc).splitlines()[0] if str(exc)
-                    else type(exc).__name__)
+        log.warning("alert webhook %s failed: %s", settings.alert_webhook_url, first_line(exc))
         return False
     return True
 

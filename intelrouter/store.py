@@ -30,7 +30,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 from intelrouter.config import Settings
-from intelrouter.errors import InputError, StoreError
+from intelrouter.errors import InputError, StoreError, first_line
+from intelrouter.keys import digest
 
 metadata = MetaData()
 
@@ -65,9 +66,6 @@ queries = Table(
     Column("triaged_at", DateTime),
     Index("ix_queries_review", "review_status", "review_priority", "confidence"),
 )
-
-# source of a ground-truth label, in rising precedence: a later source replaces an earlier one
-SOURCE_PRECEDENCE = {"import": 0, "auto-approved": 1, "feedback": 2, "label-studio": 3, "override": 4}
 
 ml_data = Table(
     "ml_data",
@@ -169,11 +167,6 @@ def hash_identifier(value: str | None, salt: str) -> str | None:
 def _salted_sha256(salt: str, value: str) -> str:
     # cached: the router hashes the same users' ids on every request they make
     return hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()
-
-
-def digest(*parts: Any) -> str:
-    """A stable hex key for de-duplication."""
-    return hashlib.sha256("\x1f".join("" if p is None else str(p) for p in parts).encode()).hexdigest()
 
 
 def check_text(text_value: Any, max_length: int, where: str = "text") -> str:
@@ -284,7 +277,7 @@ def safe_url(settings: Settings) -> str:
 
 def _unreachable(settings: Settings, exc: Exception) -> str:
     safe = safe_url(settings)
-    reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+    reason = first_line(getattr(exc, "orig", exc))
     return f"database {safe} is unreachable ({reason}): check INTELROUTER_DATABASE_URL and that the server runs"
 
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import case, func, select, update
 
 from intelrouter import store
 from intelrouter.config import Settings
 from intelrouter.groundtruth import upsert_label
+from intelrouter.jsonfiles import write_report
+from intelrouter.names import UNCERTAIN
 
-UNCERTAIN = "UNCERTAIN"  # the router's abstention label: never ground truth
 HIGH_PRIORITY, MEDIUM_PRIORITY = 2, 5  # seed 004: 2 = the model is struggling, reviewed first
 
 
@@ -98,12 +97,3 @@ def triage(
     report.report_path = str(write_report(settings, f"daily-report-{report.date}.json", asdict(report)))
     return report
 
-
-def write_report(settings: Settings, name: str, payload: dict) -> Path:
-    """Write one JSON report under logs/ (atomically: a reader never sees half a file)."""
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.logs_dir / name
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path

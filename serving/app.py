@@ -30,7 +30,8 @@ from intelrouter.errors import (
     StoreError,
 )
 from intelrouter.logwriter import QueryLogWriter
-from intelrouter.split import STAGING, choose_variant
+from intelrouter.names import STAGING
+from intelrouter.traffic import choose_variant, route_target
 from serving.batcher import MicroBatcher
 from serving.metrics import RouterMetrics
 from serving.schemas import (
@@ -161,7 +162,7 @@ class Runtime:
         self.metrics.observe(variant, label, uncertain, seconds)
         return 200, orjson.dumps({
             "query_id": query_id, "label": label, "confidence": confidence, "uncertain": uncertain,
-            "top_label": top, "route": settings.fallback_route if uncertain else settings.routes.get(label, label),
+            "top_label": top, "route": route_target(label, uncertain, settings.routes, settings.fallback_route),
             "model_version": slot.version, "variant": variant,
         }), None
 
@@ -269,13 +270,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def record_label(request: Request, source: str) -> Response:
         rt.check_key(request.headers.get("authorization"))
         body = await read_body(request, LabelRequest, rt.max_body)
-        if not settings.allow_new_labels:
-            known = rt.holder.snapshot.known_labels()
-            if not known:
-                raise NoActiveModelError()
-            if body.label not in known:
-                raise InputError(f"label {body.label!r} is not one the model knows "
-                                 "(set INTELROUTER_ALLOW_NEW_LABELS=true to accept new labels)")
+        groundtruth.check_label(body.label, rt.holder.snapshot.known_labels(), settings.allow_new_labels)
         if rt.writer.is_pending(body.query_id):  # routed a moment ago: its row may still be in the buffer
             if not await asyncio.to_thread(rt.writer.wait_written, body.query_id, 5.0):
                 raise StoreError(f"query {body.query_id} is not stored yet (database unavailable): retry later")

@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from intelrouter.config import Settings
-from intelrouter.errors import IntelRouterError
+from intelrouter.errors import IntelRouterError, first_line
+from intelrouter.names import ALIASES
 
 log = logging.getLogger(__name__)
-
-ALIASES = ("production", "staging")
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ class ModelHolder:
     def _load(self, alias: str, version: str) -> Slot | None:
         import mlflow
 
-        from intelrouter.model import load_router
+        from intelrouter.loading import load_router
 
         uri = f"models:/{self.settings.model_name}/{version}"
         # MLflow 3.17 resolves models:/ URIs through the process-wide registry URI whatever is passed to
@@ -158,7 +157,7 @@ class ModelHolder:
 
     def _poll_failed(self, exc: BaseException) -> bool:
         self.stats.poll_failures += 1
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc)
         if message != self.stats.last_error:
             log.warning("registry unreachable, serving the last good models: %s", message)
         self.stats.last_error = message

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,26 +14,17 @@ from typing import Any
 
 import pytest
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from devservers.postgres import PG_BIN, PostgresServer
+from intelrouter.config import telemetry_off
+
+telemetry_off()
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 # The PostgreSQL pass of CI sets this to an admin URL of a throwaway server; each test gets its own database.
 PG_ADMIN_URL = os.environ.get("INTELROUTER_TEST_PG_URL")
+pytest_plugins = ["flow_fixtures", "serving_fixtures"]  # fixtures shared by the flow and the serving tests
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATASETS = SHARED / "datasets"
-PG_BIN = Path(
-    os.environ.get("PG_BIN")
-    or max((str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")), default="/usr/lib/postgresql/15/bin")
-)
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -101,45 +91,6 @@ def settings(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch)
     store.dispose_engines()
 
 
-class PostgresServer:
-    """A private PostgreSQL server in a temp dir that a test may stop and start (initdb runs as `postgres`)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.port = root, free_port()
-        self.datadir, self.sockdir = root / "pgdata", root / "sock"
-
-    def _run(self, *args: str) -> None:
-        cmd = list(args)
-        if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-
-    def init(self) -> PostgresServer:
-        """initdb the data dir."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.sockdir.mkdir(exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres")
-            shutil.chown(self.sockdir, "postgres")
-        self._run(str(PG_BIN / "initdb"), "-D", str(self.datadir), "-A", "trust", "-U", "postgres")
-        return self
-
-    def start(self) -> None:
-        """Start the server and wait until it accepts connections."""
-        opts = f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-o", opts, "-w", "-l",
-                  str(self.root / "log"), "start")
-
-    def stop(self) -> None:
-        """Stop the server (fast shutdown)."""
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop")
-
-    @property
-    def url(self) -> str:
-        """SQLAlchemy URL of its `postgres` database."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-
 @pytest.fixture
 def pg_server() -> Iterator[PostgresServer]:
     """A private PostgreSQL server for tests that stop the database on purpose."""
@@ -160,7 +111,7 @@ def pg_server() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One real Label Studio for the whole session, from its own venv (each test works in its own project)."""
-    from labelstudio_support import LabelStudioMissing, LabelStudioServer
+    from devservers.labelstudio import LabelStudioMissing, LabelStudioServer
 
     try:
         server = LabelStudioServer.from_template(tmp_path_factory.mktemp("labelstudio"))

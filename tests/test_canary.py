@@ -173,11 +173,11 @@ def test_cli_canary_check_prints_the_decision(canary_settings: Settings) -> None
     registry.promote(s, v1, "production")
     registry.promote(s, v2, "staging")
     env = {**os.environ, "INTELROUTER_CANARY_WINDOW_HOURS": "48"}
-    result = subprocess.run([sys.executable, "-m", "intelrouter.cli", "canary", "check"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "cli", "canary", "check"], capture_output=True,
                             text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("wait: the canary has run 0.0 h of 48 h")
-    bad = subprocess.run([sys.executable, "-m", "intelrouter.cli", "canary", "check"], capture_output=True,
+    bad = subprocess.run([sys.executable, "-m", "cli", "canary", "check"], capture_output=True,
                          text=True, env={**env, "INTELROUTER_MLFLOW_TRACKING_URI": "http://127.0.0.1:9/"},
                          timeout=120)
     assert bad.returncode == 1 and bad.stderr.startswith("error: model registry at http://127.0.0.1:9/")

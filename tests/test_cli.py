@@ -12,13 +12,13 @@ import pytest
 import typer
 from conftest import DATASETS
 
-from intelrouter.cli import app
+from cli.app import app
 from intelrouter.config import Settings
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `intelrouter ARGS` in a subprocess with the test's environment."""
-    return subprocess.run([sys.executable, "-m", "intelrouter.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=300)
 
 

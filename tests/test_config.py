@@ -64,3 +64,10 @@ def test_bad_value_is_an_error_naming_the_key(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("INTELROUTER_AUTO_APPROVE_THRESHOLD", "0.5")  # now below the review threshold
     with pytest.raises(ConfigError, match="review_threshold"):
         load_settings()
+
+
+def test_the_feature_cache_directory_is_a_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("INTELROUTER_CACHE", str(tmp_path / "tables"))
+    assert load_settings().cache == tmp_path / "tables"  # documented in the README, accepted (it was refused)
+    monkeypatch.setenv("INTELROUTER_CACHE", "~/somewhere")
+    assert load_settings().cache == Path.home() / "somewhere"

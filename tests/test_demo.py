@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from cli.demo import sample_set, split_samples
 from intelrouter import registry, store
 from intelrouter.config import load_settings
-from intelrouter.demo import sample_set, split_samples
 
 
 def test_sample_set_covers_tiers_and_intents_without_duplicates() -> None:
@@ -29,7 +29,7 @@ def test_sample_set_covers_tiers_and_intents_without_duplicates() -> None:
 def _demo(data_dir: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INTELROUTER_", "PREFECT_", "MLFLOW_TRACKING"))}
     env.update({"INTELROUTER_DATA_DIR": str(data_dir), "COLUMNS": "200"})
-    return subprocess.run([sys.executable, "-m", "intelrouter.cli", "demo"], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "cli", "demo"], capture_output=True, text=True, env=env,
                           timeout=600)
 
 
@@ -92,7 +92,7 @@ def test_demo_refuses_a_data_dir_with_other_ground_truth(tmp_path: Path) -> None
         upsert_label(conn, query_id=None, text="book me a flight to rome", label="book_flight", source="import")
     store.dispose_engines()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INTELROUTER_", "PREFECT_"))}
-    out = subprocess.run([sys.executable, "-m", "intelrouter.cli", "demo", "--data-dir", str(data_dir)],
+    out = subprocess.run([sys.executable, "-m", "cli", "demo", "--data-dir", str(data_dir)],
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 1
     assert out.stderr.startswith(f"error: {data_dir} already holds other ground truth (labels such as 'book_flight')")

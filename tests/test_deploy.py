@@ -16,10 +16,11 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import free_port, wait_for
+from conftest import wait_for
 
+from devservers.ports import free_port
 from flows.deploy import specs
-from intelrouter.config import Settings, load_settings
+from intelrouter.config import Settings, load_settings, telemetry_off
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = Path(sys.executable).with_name("prefect")
@@ -31,8 +32,7 @@ class PrefectServer:
 
     def __init__(self, root: Path) -> None:
         self.root, self.port = root, free_port()
-        self.env = {**os.environ, "PREFECT_HOME": str(root / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                    "DO_NOT_TRACK": "1"}
+        self.env = telemetry_off({**os.environ, "PREFECT_HOME": str(root / "home")})
         self.env.pop("PREFECT_API_URL", None)
         self.log = (root / "server.log").open("wb")
         self.proc = subprocess.Popen([str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port",
@@ -212,7 +212,7 @@ def test_prefect_yaml_deploys_the_same_schedules_to_a_work_pool(settings: Settin
 def test_deploy_without_a_server_says_what_to_do(settings: Settings, tmp_path: Path) -> None:
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home")}
     env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-m", "intelrouter.cli", "deploy"]
+    cmd = [sys.executable, "-m", "cli", "deploy"]
     none = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert none.returncode == 1 and none.stderr.startswith("error: cron schedules need a Prefect server")
     dead = subprocess.run([*cmd, "--api-url", f"http://127.0.0.1:{free_port()}/api"], capture_output=True,

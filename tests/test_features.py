@@ -17,8 +17,11 @@ from hypothesis import strategies as st
 from training_support import synthetic_rows
 
 from intelrouter.errors import ConfigError
-from intelrouter.features import TOKEN_PATTERN, TextFeatures, check_nltk_data, normalise, signal_values, words_of
+from intelrouter.features import TextFeatures
+from intelrouter.lean import LeanRows
 from intelrouter.model import Router
+from intelrouter.signals import check_nltk_data, signal_values
+from intelrouter.text import TOKEN_PATTERN, normalise, words_of
 
 ODD = ["", " ", "\t\n", "🙂🙂 ok", "ÅNGSTRÖM ﬁle café", "Ｆｕｌｌｗｉｄｔｈ ＴＥＸＴ", "a", "?!", "x" * 600,
        "what is 2+2?", "def f(): return x == 1;", "naïve résumé — “quotes”", "日本語のテキスト",
@@ -85,12 +88,13 @@ def test_no_pruned_term_set_is_kept(texts: list[str]) -> None:
 ])
 def test_lean_row_equals_the_vectorizer_row(texts: list[str], params: dict) -> None:
     features = TextFeatures(**params).fit(texts)
+    lean = LeanRows(features)
     sample = texts[:40] + ODD
     full = features.transform(sample).toarray()
     for _ in range(2):  # the second pass reads the per-word and stem caches the first one filled
         for i, text in enumerate(sample):
             row = np.zeros(features.n_features_out_)
-            idx, vals = features.sparse_one(text)
+            idx, vals = lean.sparse_one(text)
             row[idx] = vals
             np.testing.assert_allclose(row, full[i], rtol=1e-5, atol=1e-6, err_msg=repr(text))
 
@@ -99,7 +103,7 @@ def reference_signals(text: str) -> list[float]:
     """The signals the plain way (every pattern scanned, every character tested): what the fast path must equal."""
     import math
 
-    from intelrouter import features as f
+    from intelrouter import signals as f
 
     norm = normalise(text)
     tokens = re.findall(r"\w+|[^\w\s]+", norm)

@@ -13,12 +13,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import free_port, wait_for
+from conftest import wait_for
+from fastapi.testclient import TestClient
+from serving_fixtures import query_rows, route, use_registry
 
+from devservers.ports import free_port
 from intelrouter import store
 from intelrouter.capture import QueryRecord
 from intelrouter.config import Settings, load_settings
 from intelrouter.logwriter import QueryLogWriter, spill_line
+from serving.app import create_app
 
 
 def make_row(settings: Settings, i: int, user: str | None = None) -> dict[str, Any]:
@@ -127,7 +131,7 @@ def test_past_the_bound_rows_spill_and_capture_import_replays_them(settings: Set
     lines = spill.read_text().splitlines()
     assert sorted(json.loads(line)["id"] for line in lines) == sorted(r["id"] for r in rows)
 
-    cli = [sys.executable, "-m", "intelrouter.cli", "capture", "import", str(spill)]
+    cli = [sys.executable, "-m", "cli", "capture", "import", str(spill)]
     first = subprocess.run(cli, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert "imported 200 new queries" in first.stdout
@@ -149,3 +153,33 @@ def test_spill_line_round_trips_through_query_record(settings: Settings) -> None
     row = make_row(settings, 5)
     back = QueryRecord.model_validate(json.loads(spill_line(row))).to_row(settings)
     assert back == row
+
+
+def test_shutdown_flushes_the_log_buffer(serve_settings: Settings) -> None:
+    app = create_app(serve_settings)
+    with TestClient(app) as c:
+        app.state.runtime.writer.flush_interval = 3600  # nothing is written until shutdown
+        ids = [route(c, f"set a timer for {i} minutes")["query_id"] for i in range(5)]
+        assert app.state.runtime.writer.queue_depth == 5
+    assert set(query_rows(serve_settings)) == set(ids)
+
+
+@pytest.mark.embedded  # brings its own PostgreSQL server: once per CI run is enough
+def test_database_stopped_mid_load_loses_no_query(pg_server: Any, registry_template: Path,
+                                                  tmp_path: Path, settings: Settings) -> None:
+    use_registry(registry_template, tmp_path)
+    pg_settings = load_settings(database_url=pg_server.url, registry_poll_seconds=5)
+    with TestClient(create_app(pg_settings)) as c:
+        writer = c.app.state.runtime.writer
+        writer.flush_interval = 0.05
+        ids = [route(c, f"what is my balance {i}")["query_id"] for i in range(30)]
+        assert writer.flush(timeout=30)
+        pg_server.stop()
+        ids += [route(c, f"set an alarm for {i}")["query_id"] for i in range(60)]  # answers go on
+        assert wait_for(lambda: writer.write_failures >= 1, timeout=30)
+        assert c.get("/health").json()["log_queue_depth"] > 0
+        pg_server.start()
+        assert writer.flush(timeout=60)
+    rows = query_rows(pg_settings)
+    assert set(rows) == set(ids) and len(rows) == 90
+    store.dispose_engines()

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, wait_for
+from conftest import wait_for
 from training_support import REPO, VENV_BIN, cli_env, seed_ml_data, synthetic_rows, write_jsonl
 
+from devservers.ports import free_port
 from intelrouter import registry
 from intelrouter.config import load_settings
-from intelrouter.model import load_router
+from intelrouter.loading import load_router
 
 
 def _mlflow_run(entry: str, tracking_uri: str, cwd: Path, *params: str) -> subprocess.CompletedProcess:

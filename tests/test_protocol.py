@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import uvicorn
-from conftest import free_port, wait_for
+from conftest import wait_for
 
+from devservers.ports import free_port
 from serving.protocol import CoalescingHttpToolsProtocol, CoalescingTransport
 
 

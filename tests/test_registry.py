@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 from training_support import on_shared_tracking, shared_tracking_uri  # noqa: F401 - a fixture
 
-from intelrouter import registry
+from devservers.ports import free_port
+from intelrouter import loading, registry
 from intelrouter.config import load_settings
 from intelrouter.errors import InputError, NoActiveModelError, NotFoundError, RegistryError
 
@@ -193,7 +193,7 @@ def test_unreachable_tracking_server_is_one_clear_error(tmp_path: Path, monkeypa
 
 
 def test_corrupt_or_missing_model_artifacts_are_one_clear_error(settings, client, tmp_path: Path) -> None:  # noqa: ANN001
-    from intelrouter.model import load_router
+    from intelrouter.loading import load_router
 
     v1 = _version(settings, client, tmp_path)
     (tmp_path / "model-1.0.0" / "artifacts").mkdir()
@@ -203,10 +203,10 @@ def test_corrupt_or_missing_model_artifacts_are_one_clear_error(settings, client
         load_router(f"models:/{settings.model_name}@production", settings.tracking_uri)
     v2 = _version(settings, client, tmp_path, "1.1.0")  # no router.pkl at all
     with pytest.raises(RegistryError, match="not an IntelRouter model"):
-        registry.load_version(settings, v2)
+        loading.load_version(settings, v2)
     with pytest.raises(NotFoundError, match="not found"):
         load_router(f"models:/{settings.model_name}/99", settings.tracking_uri)
     with pytest.raises(NotFoundError, match="not found"):
         load_router(f"models:/{settings.model_name}@staging", settings.tracking_uri)
-    assert registry.load_alias(settings, "staging") is None
+    assert loading.load_alias(settings, "staging") is None
     assert _alias(settings, "production") == v1

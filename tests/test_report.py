@@ -9,8 +9,7 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-from conftest import free_port
-
+from devservers.ports import free_port
 from intelrouter import report as monitoring
 from intelrouter.capture import log_queries
 from intelrouter.config import Settings, load_settings
@@ -133,7 +132,7 @@ def test_empty_store_reports_zeros(settings: Settings) -> None:
 
 def test_cli_report_prints_tables_and_writes_json(settings: Settings) -> None:
     _seed(settings)
-    result = subprocess.run([sys.executable, "-m", "intelrouter.cli", "report", "--days", "30"],
+    result = subprocess.run([sys.executable, "-m", "cli", "report", "--days", "30"],
                             capture_output=True, text=True, env={**os.environ, "INTELROUTER_ALERT_WAITING": "5"},
                             timeout=120)
     assert result.returncode == 0, result.stderr
@@ -142,6 +141,6 @@ def test_cli_report_prints_tables_and_writes_json(settings: Settings) -> None:
     assert len(files) == 1
     data = json.loads(files[0].read_text())
     assert data["samples_waiting"] == 9 and data["alerts"][0]["kind"] == "samples_waiting"
-    as_json = subprocess.run([sys.executable, "-m", "intelrouter.cli", "report", "--json"], capture_output=True,
+    as_json = subprocess.run([sys.executable, "-m", "cli", "report", "--json"], capture_output=True,
                              text=True, env=dict(os.environ), timeout=120)
     assert json.loads(as_json.stdout)["review_backlog"] == 9

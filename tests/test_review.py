@@ -13,13 +13,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from labelstudio_support import TOKEN, USERNAME, LabelStudioServer, free_port
 from sqlalchemy import select, update
 
-from intelrouter import capture, groundtruth, labelstudio, review, store
+from devservers.labelstudio import TOKEN, USERNAME, LabelStudioServer
+from devservers.ports import free_port
+from intelrouter import capture, groundtruth, labelstudio, review_project, review_pull, review_push, store
 from intelrouter.config import Settings, load_settings
 from intelrouter.errors import ConfigError, LabelStudioError
 from intelrouter.labelstudio import LabelStudioClient, LabelStudioUnavailable
+from intelrouter.names import UNCERTAIN
 
 # --- fixtures and helpers -----------------------------------------------------------------------------
 
@@ -41,7 +43,7 @@ def ls(label_studio: LabelStudioServer) -> Iterator[LabelStudioClient]:
 
 def with_project(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Create a review project of its own for this test and return settings that name it."""
-    project_id = review.setup_project(settings, title=f"test-{uuid.uuid4().hex[:10]}")
+    project_id = review_project.setup_project(settings, title=f"test-{uuid.uuid4().hex[:10]}")
     monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_PROJECT_ID", str(project_id))
     return load_settings()
 
@@ -57,7 +59,7 @@ def seed(settings: Settings, rows: list[dict[str, Any]]) -> list[str]:
             "predicted_label": row.get("predicted_label", row.get("top_label", "book_flight")),
             "top_label": row.get("top_label"),
             "confidence": row["confidence"],
-            "uncertain": row.get("predicted_label") == review.UNCERTAIN,
+            "uncertain": row.get("predicted_label") == UNCERTAIN,
             "model_version": row.get("model_version", "7"),
         })
     capture.log_queries(settings, records)
@@ -124,9 +126,9 @@ def statuses(settings: Settings) -> dict[str, str]:
 
 def test_labeling_config_offers_each_label_once_plus_none_and_comment() -> None:
     labels_in = ["weather", 'a&b "quoted" <label>', "book_flight", "weather"]
-    root = ET.fromstring(review.labeling_config(labels_in))
+    root = ET.fromstring(review_project.labeling_config(labels_in))
     choices = [c.get("value") for c in root.iter("Choice")]
-    assert choices == ["a&b \"quoted\" <label>", "book_flight", "weather", review.NONE_CHOICE]
+    assert choices == ["a&b \"quoted\" <label>", "book_flight", "weather", review_project.NONE_CHOICE]
     (control,) = root.iter("Choices")
     assert control.get("name") == "label" and control.get("choice") == "single-radio"
     (comment,) = root.iter("TextArea")
@@ -135,7 +137,7 @@ def test_labeling_config_offers_each_label_once_plus_none_and_comment() -> None:
 
 def test_missing_settings_fail_with_one_clear_line(settings: Settings) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTELROUTER_LABEL_STUDIO")}
-    run = subprocess.run([sys.executable, "-m", "intelrouter.cli", "review", "push", "--project-id", "1"],
+    run = subprocess.run([sys.executable, "-m", "cli", "review", "push", "--project-id", "1"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [
@@ -143,7 +145,7 @@ def test_missing_settings_fail_with_one_clear_line(settings: Settings) -> None:
     ]
     env["INTELROUTER_LABEL_STUDIO_URL"] = "http://127.0.0.1:9"
     env["INTELROUTER_LABEL_STUDIO_API_KEY"] = TOKEN
-    run = subprocess.run([sys.executable, "-m", "intelrouter.cli", "review", "pull"],
+    run = subprocess.run([sys.executable, "-m", "cli", "review", "pull"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
     assert len(run.stderr.strip().splitlines()) == 1
@@ -173,22 +175,22 @@ def test_setup_creates_the_project_then_updates_it(
     seed(ls_settings, [
         {"top_label": "book_flight", "confidence": 0.4},
         {"top_label": "cancel_order", "confidence": 0.6},
-        {"predicted_label": review.UNCERTAIN, "top_label": "weather", "confidence": 0.2},
+        {"predicted_label": UNCERTAIN, "top_label": "weather", "confidence": 0.2},
     ])
     with store.connect(ls_settings) as conn:
         groundtruth.upsert_label(conn, query_id=None, text="what is my balance", label="balance", source="import")
     title = f"setup-{uuid.uuid4().hex[:8]}"
-    project_id = review.setup_project(ls_settings, title=title)
+    project_id = review_project.setup_project(ls_settings, title=title)
     project = ls.get_project(project_id)
-    assert review.project_labels(project) == {"balance", "book_flight", "cancel_order", "weather"}
-    assert review.NONE_CHOICE in project["parsed_label_config"]["label"]["labels"]
+    assert review_project.project_labels(project) == {"balance", "book_flight", "cancel_order", "weather"}
+    assert review_project.NONE_CHOICE in project["parsed_label_config"]["label"]["labels"]
     assert project["parsed_label_config"]["comment"]["type"] == "TextArea"
 
-    assert review.setup_project(ls_settings, title=title) == project_id  # found by title, not created twice
+    assert review_project.setup_project(ls_settings, title=title) == project_id  # found by title, not created twice
     seed(ls_settings, [{"top_label": "transfer", "confidence": 0.5}])
     monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_PROJECT_ID", str(project_id))
-    assert review.setup_project(load_settings()) == project_id
-    assert review.project_labels(ls.get_project(project_id)) == {"balance", "book_flight", "cancel_order",
+    assert review_project.setup_project(load_settings()) == project_id
+    assert review_project.project_labels(ls.get_project(project_id)) == {"balance", "book_flight", "cancel_order",
                                                                   "transfer", "weather"}
 
 
@@ -203,10 +205,10 @@ def test_push_sends_needs_review_by_priority_then_confidence_with_predictions(
         {"top_label": "cancel_order", "confidence": 0.72, "priority": 5},  # 3
         {"top_label": "book_flight", "confidence": 0.95, "status": store.AUTO_APPROVED},  # 4: not for review
         {"top_label": "book_flight", "confidence": 0.50, "status": store.PENDING},  # 5: not triaged yet
-        {"predicted_label": review.UNCERTAIN, "top_label": "weather", "confidence": 0.10, "priority": 2},  # 6
+        {"predicted_label": UNCERTAIN, "top_label": "weather", "confidence": 0.10, "priority": 2},  # 6
     ])
     settings = with_project(ls_settings, monkeypatch)
-    result = review.push(settings)
+    result = review_push.push(settings)
     assert (result.selected, result.pushed, result.adopted) == (5, 5, 0)
 
     tasks = tasks_of(ls, settings.label_studio_project_id)
@@ -231,17 +233,17 @@ def test_repush_sends_only_what_is_missing(
 ) -> None:
     ids = seed(ls_settings, needs_review(5))
     settings = with_project(ls_settings, monkeypatch)
-    first = review.push(settings, limit=2)
+    first = review_push.push(settings, limit=2)
     assert first.pushed == 2
     assert set(tasks_per_query(ls, settings.label_studio_project_id)) == {ids[0], ids[1]}  # least confident
-    assert review.push(settings).pushed == 3
-    assert review.push(settings).pushed == 0
+    assert review_push.push(settings).pushed == 3
+    assert review_push.push(settings).pushed == 0
     new = seed(settings, [{"top_label": "new_intent", "confidence": 0.3}])
-    assert review.push(settings).pushed == 1
+    assert review_push.push(settings).pushed == 1
     per_query = tasks_per_query(ls, settings.label_studio_project_id)
     assert set(per_query) == set(ids + new) and set(per_query.values()) == {1}
     # the new label was added to the project's choices so the pre-annotation is valid
-    assert "new_intent" in review.project_labels(ls.get_project(settings.label_studio_project_id))
+    assert "new_intent" in review_project.project_labels(ls.get_project(settings.label_studio_project_id))
 
 
 @pytest.mark.labelstudio
@@ -256,14 +258,14 @@ def test_pull_stores_labels_statuses_and_disagreement_once(
         {"top_label": "cancel_order", "confidence": 0.65},  # left unanswered
     ])
     settings = with_project(ls_settings, monkeypatch)
-    review.push(settings)
+    review_push.push(settings)
     task = {t["data"]["query_id"]: t["id"] for t in tasks_of(ls, settings.label_studio_project_id)}
     ls.create_annotation(task[ids[0]], choice("book_flight"))  # confirms the model
     ls.create_annotation(task[ids[1]], choice("cancel_order", comment="clearly a cancellation"))  # corrects it
     ls.create_annotation(task[ids[2]], [], was_cancelled=True)  # skipped
-    ls.create_annotation(task[ids[3]], choice(review.NONE_CHOICE, comment="track_parcel"))  # none fits
+    ls.create_annotation(task[ids[3]], choice(review_project.NONE_CHOICE, comment="track_parcel"))  # none fits
 
-    result = review.pull(settings)
+    result = review_pull.pull(settings)
     assert (result.approved, result.rejected, result.skipped, result.disagreements) == (2, 1, 1, 1)
     gt = labels(settings)
     assert set(gt) == {ids[0], ids[1]}
@@ -280,7 +282,7 @@ def test_pull_stores_labels_statuses_and_disagreement_once(
     assert rows[ids[3]].human_label is None and rows[ids[3]].comment == "track_parcel"
     assert all(rows[i].reviewer == USERNAME and rows[i].completed_at and rows[i].annotation_id for i in ids[:4])
 
-    again = review.pull(settings)
+    again = review_pull.pull(settings)
     assert again.written == 0 and again.unchanged == 4
     assert labels(settings) == gt and ledger(settings) == rows  # not one row rewritten
 
@@ -291,19 +293,19 @@ def test_pull_takes_a_corrected_answer_and_honours_limit(
 ) -> None:
     ids = seed(ls_settings, needs_review(3))
     settings = with_project(ls_settings, monkeypatch)
-    review.push(settings)
+    review_push.push(settings)
     task = {t["data"]["query_id"]: t["id"] for t in tasks_of(ls, settings.label_studio_project_id)}
     annotation = ls.create_annotation(task[ids[0]], choice("book_flight"))
     ls.create_annotation(task[ids[1]], choice("book_flight"))
     ls.create_annotation(task[ids[2]], choice("book_flight"))
 
-    assert review.pull(settings, limit=2).written == 2
-    assert review.pull(settings, limit=2).written == 1
-    assert review.pull(settings).written == 0
+    assert review_pull.pull(settings, limit=2).written == 2
+    assert review_pull.pull(settings, limit=2).written == 1
+    assert review_pull.pull(settings).written == 0
     assert set(labels(settings)) == set(ids)
 
     ls.update_annotation(annotation["id"], choice("cancel_order"))  # the reviewer changes their mind
-    result = review.pull(settings)
+    result = review_pull.pull(settings)
     assert (result.approved, result.disagreements, result.unchanged) == (1, 1, 2)
     assert labels(settings)[ids[0]].label == "cancel_order"
     assert ledger(settings)[ids[0]].agrees_with_model is False
@@ -315,7 +317,7 @@ def test_push_interrupted_between_import_and_record_adopts_instead_of_duplicatin
 ) -> None:
     ids = seed(ls_settings, needs_review(7))
     settings = with_project(ls_settings, monkeypatch)
-    real = review._record_pushed
+    real = review_push._record_pushed
     calls = []
 
     def crash_on_second_batch(*args: Any) -> None:
@@ -324,15 +326,15 @@ def test_push_interrupted_between_import_and_record_adopts_instead_of_duplicatin
             raise RuntimeError("process killed after the import, before recording it")
         real(*args)
 
-    monkeypatch.setattr(review, "_record_pushed", crash_on_second_batch)
+    monkeypatch.setattr(review_push, "_record_pushed", crash_on_second_batch)
     with pytest.raises(RuntimeError, match="process killed"):
-        review.push(settings, batch_size=3)
-    monkeypatch.setattr(review, "_record_pushed", real)
+        review_push.push(settings, batch_size=3)
+    monkeypatch.setattr(review_push, "_record_pushed", real)
     rows = ledger(settings)
     assert sorted(r.status for r in rows.values()) == ["pending"] * 3 + ["pushed"] * 3
     assert sum(tasks_per_query(ls, settings.label_studio_project_id).values()) == 6  # Label Studio has batch 2
 
-    result = review.push(settings, batch_size=3)
+    result = review_push.push(settings, batch_size=3)
     assert (result.adopted, result.pushed) == (3, 1)
     per_query = tasks_per_query(ls, settings.label_studio_project_id)
     assert set(per_query) == set(ids) and set(per_query.values()) == {1}
@@ -360,14 +362,14 @@ def test_server_killed_mid_sync_resumes_without_duplicates_or_lost_answers(
     impatient.import_tasks = import_then_kill_midway  # type: ignore[method-assign]
     try:
         with pytest.raises(LabelStudioError, match="push stopped after"):
-            review.push(settings, batch_size=10, client=impatient)
+            review_push.push(settings, batch_size=10, client=impatient)
     finally:
         label_studio.restart()
     with LabelStudioClient(label_studio.url, TOKEN) as ls:
         assert 20 <= sum(tasks_per_query(ls, project_id).values()) <= 30  # batches 1-2, maybe 3
         monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_URL", label_studio.url)  # the port may have moved
         settings = load_settings()
-        review.push(settings, batch_size=10)
+        review_push.push(settings, batch_size=10)
         per_query = tasks_per_query(ls, project_id)
         assert set(per_query) == set(ids) and set(per_query.values()) == {1}
 
@@ -375,7 +377,7 @@ def test_server_killed_mid_sync_resumes_without_duplicates_or_lost_answers(
         for i, task_id in enumerate(answered.values()):
             ls.create_annotation(task_id, choice("book_flight" if i % 2 else "cancel_order"))
 
-    real_apply = review._apply
+    real_apply = review_pull._apply
     applied = []
 
     def apply_then_kill(*args: Any) -> None:
@@ -384,19 +386,19 @@ def test_server_killed_mid_sync_resumes_without_duplicates_or_lost_answers(
         if len(applied) == 1:
             label_studio.kill()  # after the first batch is committed
 
-    monkeypatch.setattr(review, "_apply", apply_then_kill)
+    monkeypatch.setattr(review_pull, "_apply", apply_then_kill)
     impatient = LabelStudioClient(label_studio.url, TOKEN, retries=2, backoff=0.05)
     try:
         with pytest.raises(LabelStudioUnavailable):
-            review.pull(settings, batch_size=10, client=impatient)
+            review_pull.pull(settings, batch_size=10, client=impatient)
     finally:
         label_studio.restart()
-    monkeypatch.setattr(review, "_apply", real_apply)
+    monkeypatch.setattr(review_pull, "_apply", real_apply)
     stored = len(labels(settings))
     assert 10 <= stored < 30  # the first batch, maybe one more the prefetch had already read
 
     monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_URL", label_studio.url)
-    result = review.pull(load_settings(), batch_size=10)
+    result = review_pull.pull(load_settings(), batch_size=10)
     assert result.written == 30 - stored and result.unchanged == stored
     gt = labels(settings)
     assert set(gt) == set(answered)
@@ -413,10 +415,10 @@ def test_wrong_token_stops_at_once_naming_the_token(
     monkeypatch.setattr(labelstudio, "_backoff_sleep", no_retry)
     monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_API_KEY", "0" * 40)
     with pytest.raises(LabelStudioError, match="refused the legacy API token in INTELROUTER_LABEL_STUDIO_API_KEY"):
-        review.push(load_settings(), project_id=1)
+        review_push.push(load_settings(), project_id=1)
     monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_API_KEY", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl")
     with pytest.raises(LabelStudioError, match="refused the personal access token"):
-        review.pull(load_settings(), project_id=1)
+        review_pull.pull(load_settings(), project_id=1)
 
 
 @pytest.mark.labelstudio
@@ -428,7 +430,7 @@ def test_personal_access_token_is_exchanged_for_a_bearer_token(
     seed(ls_settings, needs_review(2))
     monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_API_KEY", pat)
     settings = with_project(load_settings(), monkeypatch)
-    assert review.push(settings).pushed == 2
+    assert review_push.push(settings).pushed == 2
     with LabelStudioClient(settings.label_studio_url, pat) as client:
         assert client.whoami()["email"] == USERNAME
         assert client._authorization().startswith("Bearer ")
@@ -440,7 +442,7 @@ def test_cli_setup_push_pull_sync(ls_settings: Settings, ls: LabelStudioClient) 
     env = dict(os.environ)
 
     def cli(*args: str) -> str:
-        run = subprocess.run([sys.executable, "-m", "intelrouter.cli", "review", *args], env=env,
+        run = subprocess.run([sys.executable, "-m", "cli", "review", *args], env=env,
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr
         return run.stdout

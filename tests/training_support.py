@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import update
 
 from intelrouter import store
+from intelrouter.config import telemetry_off
 from intelrouter.groundtruth import insert_labels
 
 VENV_BIN = Path(sys.executable).parent
@@ -78,10 +79,9 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
 
 def cli_env(**extra: str) -> dict[str, str]:
     """The environment for a CLI subprocess: the current one (settings exported) with the venv on PATH."""
-    env = dict(os.environ)
+    env = telemetry_off(dict(os.environ))
     env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
-    env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "GIT_PYTHON_REFRESH": "quiet",
-                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **extra})
+    env.update({"GIT_PYTHON_REFRESH": "quiet", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **extra})
     return env
 
 

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import free_port
+
+from devservers.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # The same values .ci/labelstudio.sh presets when it builds the template data dir.

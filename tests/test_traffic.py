@@ -1,11 +1,13 @@
-"""The traffic split: sticky by user, then session, then request; the canary share is the bar."""
+"""The traffic split: sticky by user, then session, then request; the canary share is the bar; the route target."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from intelrouter.split import PRODUCTION, STAGING, bucket, choose_variant, sticky_key
+from intelrouter.keys import bucket
+from intelrouter.names import PRODUCTION, STAGING
+from intelrouter.traffic import choose_variant, route_target, sticky_key
 
 
 @given(st.text(min_size=1), st.lists(st.text(min_size=1), min_size=2, max_size=5))
@@ -49,6 +51,20 @@ def test_raising_the_share_keeps_canary_users_in_the_canary() -> None:
 
 
 @given(st.text())
-def test_bucket_is_stable_and_in_unit_interval(key: str) -> None:
+def test_bucket_is_in_the_unit_interval(key: str) -> None:
     assert 0 <= bucket(key) < 1
-    assert bucket(key) == bucket(key)
+
+
+def test_buckets_never_move_between_processes_or_releases() -> None:
+    # values computed once (blake2b, 8 bytes): a user's variant must survive restarts, replicas and upgrades
+    assert bucket("user:alice") == 0.9318704032259605
+    assert bucket("user:bob") == 0.5709068977858225
+    assert bucket("session:s-1") == 0.08547503834505434
+    assert choose_variant(0.6, "bob", None, "r") == STAGING and choose_variant(0.5, "bob", None, "r") == PRODUCTION
+
+
+def test_route_target_is_the_label_route_or_the_fallback() -> None:
+    routes = {"balance": "banking-agent"}
+    assert route_target("balance", False, routes, "human") == "banking-agent"
+    assert route_target("weather", False, routes, "human") == "weather"
+    assert route_target("UNCERTAIN", True, routes, "human") == "human"

@@ -1,16 +1,11 @@
-"""The traffic split: a sticky, pure choice between the production and the staging (canary) model."""
+"""The traffic split and the answer's route: a sticky, pure choice between the production and the canary model."""
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Mapping
 
-PRODUCTION, STAGING = "production", "staging"
-
-
-def bucket(key: str) -> float:
-    """A stable number in [0, 1) for a key: the same key always lands in the same place."""
-    h = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2**64
+from intelrouter.keys import bucket
+from intelrouter.names import PRODUCTION, STAGING
 
 
 def sticky_key(user_id: str | None, session_id: str | None, request_id: str) -> str:
@@ -32,3 +27,8 @@ def choose_variant(
     if not has_staging or share <= 0:
         return PRODUCTION
     return STAGING if bucket(sticky_key(user_id, session_id, request_id)) < share else PRODUCTION
+
+
+def route_target(label: str, uncertain: bool, routes: Mapping[str, str], fallback: str) -> str:
+    """Where the caller sends the query: the fallback route when UNCERTAIN, else the label's route (or the label)."""
+    return fallback if uncertain else routes.get(label, label)

@@ -24,6 +24,7 @@ from typing import Any
 
 from intelrouter.config import Settings
 from intelrouter.errors import IntelRouterError
+from intelrouter.names import PRODUCTION, STAGING
 
 SAMPLE_FILE = "demo_queries.csv"
 ROUTES = {  # label -> where the caller sends the query
@@ -40,13 +41,13 @@ SUFFIXES = ("", "", "", "?", " please", " thanks")
 
 def sample_set() -> list[tuple[str, str]]:
     """The built-in sample set: (text, label) over difficulty tiers and a few intents."""
-    with resources.files("intelrouter").joinpath("data", SAMPLE_FILE).open(encoding="utf-8") as fh:
+    with resources.files("cli").joinpath(SAMPLE_FILE).open(encoding="utf-8") as fh:
         return [(row["text"], row["label"]) for row in csv.DictReader(fh)]
 
 
 def split_samples(samples: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """A stable split of the sample set into seed ground truth and the traffic pool."""
-    from intelrouter.split import bucket
+    from intelrouter.keys import bucket
 
     seed = [s for s in samples if bucket("demo:" + s[0]) < SEED_SHARE]
     pool = [s for s in samples if bucket("demo:" + s[0]) >= SEED_SHARE]
@@ -204,7 +205,7 @@ def run_demo(settings: Settings, console: Any = None) -> DemoResult:
         with quiet(log_file):
             from flows.retrain_loop import retrain_loop
 
-            production = registry.alias_version(settings, "production")
+            production = registry.alias_version(settings, PRODUCTION)
             if production is None:
                 result.versions.append(retrain_loop(overrides=overrides))
                 progress.update(task_id, description=f"trained v{result.versions[-1]['semver']} -> "
@@ -212,7 +213,7 @@ def run_demo(settings: Settings, console: Any = None) -> DemoResult:
             else:
                 progress.update(task_id, description=f"@production is already version {production.version}: "
                                 "continue")
-            if registry.alias_version(settings, "production") is None:
+            if registry.alias_version(settings, PRODUCTION) is None:
                 raise IntelRouterError(f"the first version did not pass the gate: see {settings.logs_dir}/"
                                        "training-router-v*.json")
         tick()
@@ -243,7 +244,7 @@ def run_demo(settings: Settings, console: Any = None) -> DemoResult:
 
         for round_no in range(1, CANARY_ROUNDS + 1):
             with quiet(log_file):
-                staging = registry.alias_version(settings, "staging")
+                staging = registry.alias_version(settings, STAGING)
                 share = registry.canary_share(settings)
             if staging is None:
                 break
@@ -273,7 +274,7 @@ def run_demo(settings: Settings, console: Any = None) -> DemoResult:
 
     result.seconds = round(time.perf_counter() - started, 1)
     result.logs = sorted(str(p) for p in settings.logs_dir.glob("*.json"))
-    from intelrouter.triage import write_report
+    from intelrouter.jsonfiles import write_report
 
     summary = write_report(settings, f"demo-{stamp}.json", result.__dict__)
     _print_summary(console, settings, result, traffic.by_variant, summary)
@@ -305,7 +306,7 @@ def _print_summary(console: Any, settings: Settings, result: DemoResult, by_vari
                       f"{v['metrics'].get('test_accuracy', 0):.1%}")
     for i, d in enumerate(result.canary, start=1):
         console.print(f"  canary check {i}: [bold]{d['action']}[/bold]: {d['reason']}")
-    prod, staging = registry.alias_version(settings, "production"), registry.alias_version(settings, "staging")
+    prod, staging = registry.alias_version(settings, PRODUCTION), registry.alias_version(settings, STAGING)
     console.print(f"  now: @production = version {prod.version if prod else '-'}, @staging = "
                   f"{staging.version if staging else '-'}")
     for message in result.alerts:

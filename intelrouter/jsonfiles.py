@@ -1,13 +1,16 @@
-"""Reading JSONL files the way every importer here needs: objects with their line numbers, bad lines named."""
+"""JSON files: reading JSONL input (objects with their line numbers, bad lines named), writing the JSON reports."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from intelrouter.errors import InputError
+
+if TYPE_CHECKING:
+    from intelrouter.config import Settings
 
 
 def iter_objects(path: Path, suffix: str = "; nothing was imported") -> Iterator[tuple[int, dict[str, Any]]]:
@@ -25,3 +28,13 @@ def iter_objects(path: Path, suffix: str = "; nothing was imported") -> Iterator
             if not isinstance(obj, dict):
                 raise InputError(f"{path}:{lineno}: expected a JSON object{suffix}")
             yield lineno, obj
+
+
+def write_report(settings: Settings, name: str, payload: dict[str, Any]) -> Path:
+    """Write one JSON report under logs/ (atomically: a reader never sees half a file)."""
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.logs_dir / name
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 from conftest import DATASETS
 
-from intelrouter.ensemble import AveragedLinear
+from intelrouter.classifiers import AveragedLinear, make_classifier
 from intelrouter.errors import IntelRouterError
 from intelrouter.features import TextFeatures
-from intelrouter.model import CLASSIFIERS, Router, make_classifier, make_pipeline
-from intelrouter.train import TrainOptions, fit_router
+from intelrouter.model import Router, make_pipeline
+from intelrouter.names import CLASSIFIERS
+from intelrouter.train import TrainOptions, fit_router, make_features
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,8 @@ def test_calibration_uses_only_the_rows_given(fitted: dict, clinc: dict[str, pd.
 
 
 def test_router_on_an_ens_pipeline_predict_one_equals_predict(clinc: dict[str, pd.DataFrame], settings) -> None:  # noqa: ANN001
-    router, timings = fit_router(clinc["train"], clinc["val"], TrainOptions(classifier="ens"), settings)
+    options = TrainOptions(classifier="ens")
+    router, timings = fit_router(clinc["train"], clinc["val"], make_features(settings, options), options, settings)
     clf = router.pipeline.steps[-1][1]
     assert isinstance(clf, AveragedLinear) and clf.members_ == ()  # dropped: only the averaged model is kept
     assert router.info["classifier"] == "ens" and router.info["temperature"] == clf.temperature_ != 1.0

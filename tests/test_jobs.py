@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATASETS, free_port
+from conftest import DATASETS
 from sqlalchemy import select
 from training_support import (  # noqa: F401 - shared_tracking_uri is a fixture
     age_rows,
@@ -22,12 +22,13 @@ from training_support import (  # noqa: F401 - shared_tracking_uri is a fixture
     write_jsonl,
 )
 
+from devservers.ports import free_port
 from intelrouter import registry, store
 from intelrouter.capture import log_queries
 from intelrouter.config import load_settings
 from intelrouter.errors import InputError, InsufficientDataError, RegistryError
-from intelrouter.model import load_router
-from intelrouter.train import train
+from intelrouter.jobs import train
+from intelrouter.loading import load_router
 
 INTENTS = {"weather", "book_flight", "play_music", "set_alarm"}
 
@@ -180,7 +181,7 @@ def test_cli_train_models_promote_rollback(settings, capsys: pytest.CaptureFixtu
     assert "trained v1.0.0 (model version 1" in first.stdout and "gate passed" in first.stdout
 
     def cli(*args: str) -> tuple[int, str, str]:
-        from intelrouter.cli import main
+        from cli.main import main
 
         monkeypatch.setattr(sys, "argv", ["intelrouter", *args])
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from training_support import synthetic_rows
 
-from intelrouter.train import _clean, data_digest, split_examples
+from intelrouter.data import _clean, data_digest, split_examples
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:

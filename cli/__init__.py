@@ -1,0 +1,1 @@
+"""The `intelrouter` command line (see `cli.main`)."""

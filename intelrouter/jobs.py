@@ -1,0 +1,267 @@
+"""The MLflow jobs: training (`intelrouter train`, `mlflow run . -e train`) and evaluation (`intelrouter evaluate`).
+
+A training run is a handful of named steps — prepare the data, fit, compare with @production, log, register —
+inside one tracked run; only a version that passed the gate marks the rows it used. A failure anywhere moves no
+alias and marks no rows.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+from sqlalchemy import bindparam, update
+
+from intelrouter import loading, registry, store, tracking
+from intelrouter.config import Settings
+from intelrouter.data import Splits, data_digest, load_examples, recent_mask, split_examples
+from intelrouter.errors import InputError, InsufficientDataError
+from intelrouter.evaluate import SLICES, Comparison, compare
+from intelrouter.features import TextFeatures
+from intelrouter.gate import GateResult
+from intelrouter.jsonfiles import write_report
+from intelrouter.model import Router
+from intelrouter.names import PRODUCTION
+from intelrouter.plots import write_plots, write_tables
+from intelrouter.train import TrainOptions, feature_params, fit_router
+
+
+@dataclass
+class TrainingData:
+    """What a training run learns from: the rows, their splits, where they came from, their digest."""
+
+    frame: pd.DataFrame
+    splits: Splits
+    recent: np.ndarray  # which test rows are in the recent slice
+    where: str
+    digest: str
+    features: TextFeatures  # unfitted, its parameters checked
+    params: dict[str, Any]  # the features' parameters, for the run's params
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_id: str
+    version: str | None
+    semver: str
+    lifecycle: str
+    gate: GateResult
+    metrics: dict[str, float]
+    threshold: float
+    report_path: Path | None
+    timings: dict[str, float] = field(default_factory=dict)
+    marked_rows: int = 0
+    aliases: dict[str, Any] = field(default_factory=dict)  # where @production and @staging point afterwards
+
+
+def train_options(options: TrainOptions | None = None, **overrides: Any) -> TrainOptions:
+    """Options merged with overrides; a bad one is one InputError line naming it."""
+    try:
+        return TrainOptions(**{**(options.model_dump() if options else {}), **overrides})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"bad training option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def prepare(settings: Settings, options: TrainOptions) -> TrainingData:
+    """Load the approved ground truth, refuse too little of it, split and digest it."""
+    params = feature_params(settings, options)  # bad features fail before any data loads
+    min_samples = options.min_samples or settings.min_samples
+    frame, where = load_examples(settings, options.source)
+    inscope = frame[frame["label"] != settings.oos_label]
+    if len(inscope) < min_samples:
+        raise InsufficientDataError(f"Insufficient training data: {len(inscope)} samples, need at least {min_samples}")
+    if inscope["label"].nunique() < 2:
+        raise InsufficientDataError("Insufficient training data: need at least 2 different labels")
+    random_state = settings.random_state if options.random_state is None else options.random_state
+    # every classifier's confidences are calibrated on held-out rows: a validation split is always needed
+    splits = split_examples(frame, settings.oos_label, options.test_size or settings.test_size, random_state, True)
+    if len(splits.train) < 2 or splits.train["label"].nunique() < 2:
+        raise InsufficientDataError("Insufficient training data: the training split needs at least 2 labels")
+    return TrainingData(frame, splits, recent_mask(splits.test, settings.recent_days), where, data_digest(frame),
+                        TextFeatures(**params), params)
+
+
+def judge(settings: Settings, router: Router, data: TrainingData) -> tuple[Comparison, str | None]:
+    """The candidate against @production on the same test rows (full and recent slice), gated."""
+    loaded = loading.load_alias(settings, PRODUCTION)
+    comparison = compare(router, loaded[1] if loaded else None, data.splits.test, data.recent, settings)
+    return comparison, str(loaded[0].version) if loaded else None
+
+
+def log_run(run: Any, settings: Settings, options: TrainOptions, data: TrainingData, router: Router,
+            comparison: Comparison, baseline_version: str | None) -> tuple[dict[str, float], str]:
+    """Params, metrics, the dataset, plots, tables, the gate decision and the model: (metrics, model URI)."""
+    import mlflow
+
+    splits, decision = data.splits, comparison.decision
+    metrics = {f"{s}_{k}": float(v) for s in SLICES for k, v in comparison.metrics[f"candidate_{s}"].items()}
+    if comparison.baseline is not None:
+        metrics |= {f"production_{s}_{k}": float(v) for s in SLICES
+                    for k, v in _headline(comparison.metrics[f"baseline_{s}"]).items()}
+    params = {
+        "source": options.source, "test_size": options.test_size or settings.test_size,
+        "random_state": settings.random_state if options.random_state is None else options.random_state,
+        "min_samples": options.min_samples or settings.min_samples, "C": options.C,
+        "classifier": router.info["classifier"], "threshold_policy": router.info["threshold_policy"],
+        "threshold_policy_used": router.info["threshold_policy_used"], "threshold": round(router.threshold, 6),
+        "feature_set": router.info["feature_set"], "n_features": router.info["n_features"], "split": splits.how,
+        "train_rows": len(splits.train), "val_rows": len(splits.val), "test_rows": len(splits.test),
+        "recent_days": settings.recent_days, "baseline_version": baseline_version or "none",
+        **{f"features.{k}": v for k, v in data.params.items()},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        out, texts = Path(tmp), splits.test["text"].tolist()
+        write_plots(comparison.candidate, router.threshold, settings.oos_label, out / "plots")
+        write_tables(comparison.candidate, texts, router.threshold, settings.oos_label, out / "tables")
+        tracking.log_new_params(run, params)
+        tracking.log_dataset(data.frame, data.where, data.digest,
+                             {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)})
+        mlflow.log_metrics(metrics | {"threshold": router.threshold, "temperature": router.info["temperature"]})
+        mlflow.log_dict(tracking.label_counts(data.frame, limit=len(data.frame)), "label_distribution.json")
+        mlflow.set_tags({"gate": "passed" if decision.passed else "failed",
+                         "gate_reasons": "; ".join(decision.reasons)[:4900]})
+        mlflow.log_dict({"passed": decision.passed, "reasons": decision.reasons}, "gate.json")
+        mlflow.log_artifacts(str(out / "plots"), "plots")
+        mlflow.log_artifacts(str(out / "tables"), "evaluation")
+        info = tracking.log_router(router, texts, out)
+    return metrics, info.model_uri
+
+
+def register(settings: Settings, model_uri: str, router: Router, data: TrainingData, semver: str,
+             decision: GateResult, metrics: dict[str, float]) -> tuple[str, str]:
+    """Register the logged model with its tags and move it by the gate's decision: (version, lifecycle)."""
+    import mlflow
+
+    tags = {
+        "semver": semver, "lifecycle": "testing", "threshold": f"{router.threshold:.6f}",
+        "threshold_policy": router.info["threshold_policy_used"], "feature_set": router.info["feature_set"],
+        "data_digest": data.digest, "code_version": tracking.code_version(), "classifier": router.info["classifier"],
+        "test_accuracy": f"{metrics.get('test_accuracy', 0):.4f}",
+        "test_macro_f1": f"{metrics.get('test_macro_f1', 0):.4f}",
+        "recent_accuracy": f"{metrics.get('recent_accuracy', 0):.4f}",
+    }
+    version, lifecycle = registry.register(settings, model_uri, tags, decision.passed, decision.reasons)
+    mlflow.set_tags({"lifecycle": lifecycle, "model_version": version})
+    return version, lifecycle
+
+
+def train(settings: Settings, options: TrainOptions | None = None, **overrides: Any) -> TrainResult:
+    """Train, evaluate, gate and register one version; a failure moves no alias and marks no rows."""
+    options = train_options(options, **overrides)
+    timings: dict[str, float] = {}
+    started = t0 = time.perf_counter()
+    data = prepare(settings, options)
+    timings["load_s"] = time.perf_counter() - t0
+    feature_set = data.features.feature_set_id()
+    semver = registry.next_semver(settings, feature_set)
+    tags = {"semver": semver, "data_digest": data.digest, "code_version": tracking.code_version(),
+            "lifecycle": "testing", "feature_set": feature_set}
+    with tracking.tracked_run(settings, "v" + store.utcnow().strftime("%Y%m%d_%H%M%S"), tags) as run:
+        router, fit_times = fit_router(data.splits.train, data.splits.val, data.features, options, settings)
+        timings.update(fit_times)
+        router.info.update({"semver": semver, "trained_at": store.utcnow().isoformat(), "data_digest": data.digest})
+        t0 = time.perf_counter()
+        comparison, baseline_version = judge(settings, router, data)
+        timings["evaluate_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        metrics, model_uri = log_run(run, settings, options, data, router, comparison, baseline_version)
+        timings["log_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        version, lifecycle = register(settings, model_uri, router, data, semver, comparison.decision, metrics)
+        aliases = registry.where_aliases_point(settings)
+        timings["register_s"] = time.perf_counter() - t0
+    decision = comparison.decision
+    # seed 004: only a version that passed the gate uses up its samples (train, validation and test rows alike:
+    # all of them shaped it); a rejected one leaves them for the next
+    used = pd.concat([data.splits.train, data.splits.val, data.splits.test], ignore_index=True)
+    marked = mark_trained(settings, used, semver) if decision.passed else 0
+    timings["total_s"] = time.perf_counter() - started
+    result = TrainResult(run_id=run.info.run_id, version=version, semver=semver, lifecycle=lifecycle, gate=decision,
+                         metrics=metrics, threshold=router.threshold, report_path=None, timings=timings,
+                         marked_rows=marked, aliases=aliases)
+    result.report_path = write_training_report(settings, result, data, router)
+    return result
+
+
+def mark_trained(settings: Settings, used_rows: pd.DataFrame, semver: str) -> int:
+    """Mark the ml_data rows this version used (train, validation, test; only rows no version used before)."""
+    ids = used_rows["id"].dropna()
+    if ids.empty:
+        return 0
+    rows = [{"b_id": int(i), "b_text": str(t), "b_label": str(lab)}
+            for i, t, lab in zip(used_rows["id"], used_rows["text"], used_rows["label"], strict=True)
+            if i is not None and not pd.isna(i) and str(i).lstrip("-").isdigit()]
+    t = store.ml_data
+    stmt = (
+        update(t)
+        .where(t.c.id == bindparam("b_id"), t.c.text == bindparam("b_text"), t.c.label == bindparam("b_label"),
+               t.c.trained_version.is_(None))
+        .values(trained_version=semver)
+    )
+    with store.connect(settings) as conn:
+        before = store.count(conn, "SELECT COUNT(*) FROM ml_data WHERE trained_version = :v", v=semver)
+        for i in range(0, len(rows), 5000):
+            conn.execute(stmt, rows[i : i + 5000])
+        return store.count(conn, "SELECT COUNT(*) FROM ml_data WHERE trained_version = :v", v=semver) - before
+
+
+def write_training_report(settings: Settings, result: TrainResult, data: TrainingData, router: Router) -> Path:
+    """logs/training-router-vX.Y.Z.json: the version, its data, metrics, gate decision and timings."""
+    keys = ("accuracy", "macro_f1", "weighted_f1", "coverage", "answered_accuracy", "uncertain_rate", "ece",
+            "oos_recall", "inscope_accuracy_at_threshold", "rows")
+    splits = data.splits
+    report = {
+        "version": result.version, "semver": result.semver, "run_id": result.run_id, "lifecycle": result.lifecycle,
+        "created_at": store.utcnow().isoformat(), "model_name": settings.model_name,
+        "gate": {"passed": result.gate.passed, "reasons": result.gate.reasons},
+        "threshold": result.threshold, "info": router.info,
+        "data": {"rows": len(data.frame), "train": len(splits.train), "val": len(splits.val),
+                 "test": len(splits.test), "split": splits.how, "labels": dict(Counter(data.frame["label"])),
+                 "marked_rows": result.marked_rows},
+        "metrics": {s: {k: result.metrics[f"{s}_{k}"] for k in keys if f"{s}_{k}" in result.metrics} for s in SLICES},
+        "timings": {k: round(v, 3) for k, v in result.timings.items()},
+    }
+    return write_report(settings, f"training-router-v{result.semver}.json", report)
+
+
+def evaluate(settings: Settings, model_uri: str, source: str = "db") -> dict[str, Any]:
+    """Score a model URI and @production on the same rows (the test split if the data has one); logs a run."""
+    import mlflow
+
+    frame, where = load_examples(settings, source)
+    has_test = (frame["split"] == "test").fillna(False)
+    rows = frame[has_test].reset_index(drop=True) if has_test.any() else frame
+    if rows.empty:
+        raise InputError(f"no labelled rows to evaluate on in {where}")
+    candidate = loading.load_router(model_uri, settings.tracking_uri)
+    production = loading.load_alias(settings, PRODUCTION)
+    recent = recent_mask(rows, settings.recent_days) if len(rows) else np.zeros(0, dtype=bool)
+    comparison = compare(candidate, production[1] if production else None, rows, recent, settings)
+    metrics = {key.replace("baseline_", "production_"): _headline(values)
+               for key, values in comparison.metrics.items()}
+    decision = comparison.decision
+    production_version = str(production[0].version) if production else None
+    tags = {"kind": "evaluation", "model_uri": model_uri, "production_version": production_version or "none",
+            "gate": "passed" if decision.passed else "failed", "gate_reasons": "; ".join(decision.reasons)[:4900]}
+    with tracking.tracked_run(settings, "eval-" + time.strftime("%Y%m%d_%H%M%S", time.gmtime()), tags) as run:
+        tracking.log_new_params(run, {"source": source, "rows": len(rows)})
+        mlflow.log_metrics({f"{group}_{k}": v for group, values in metrics.items() for k, v in values.items()})
+    return {
+        "run_id": run.info.run_id, "rows": len(rows), "data": where, "production_version": production_version,
+        "metrics": metrics, "gate": {"passed": decision.passed, "reasons": decision.reasons},
+    }
+
+
+def _headline(metrics: dict[str, float]) -> dict[str, float]:
+    """A slice's metrics without the per-label F1 scores (what a comparison logs and reports)."""
+    return {k: v for k, v in metrics.items() if not k.startswith("f1_")}

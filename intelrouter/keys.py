@@ -1,0 +1,24 @@
+"""Stable keys: de-duplication digests, the key of a text (its normalised words), and a [0, 1) bucket of a key."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from intelrouter.text import normalise, words_of
+
+
+def digest(*parts: Any) -> str:
+    """A stable hex key for de-duplication."""
+    return hashlib.sha256("\x1f".join("" if p is None else str(p) for p in parts).encode()).hexdigest()
+
+
+def text_key(text: str) -> str:
+    """The key of a text: equal for texts that differ only in case, spacing, Unicode form or punctuation."""
+    return digest("text", " ".join(words_of(normalise(text))))
+
+
+def bucket(key: str) -> float:
+    """A stable number in [0, 1) for a key: the same key always lands in the same place."""
+    h = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64
