@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -32,9 +34,12 @@ def train_cmd(
     """Train on ml_data (or a JSONL export), evaluate, gate against @production and register a version."""
     from intelrouter.jobs import train
 
-    result = train(get_settings(), source=source, test_size=test_size, random_state=random_state,
-                   min_samples=min_samples, C=c, threshold_policy=threshold_policy, classifier=classifier,
-                   features=features_option(features))
+    # MLflow prints "View run ..." links on stdout when it talks to a tracking server: with --json, stdout is the
+    # JSON document alone, so anything printed while training goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        result = train(get_settings(), source=source, test_size=test_size, random_state=random_state,
+                       min_samples=min_samples, C=c, threshold_policy=threshold_policy, classifier=classifier,
+                       features=features_option(features))
     if as_json:
         echo(json.dumps({"version": result.version, "semver": result.semver, "run_id": result.run_id,
                          "lifecycle": result.lifecycle, "threshold": result.threshold,

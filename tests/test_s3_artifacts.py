@@ -26,8 +26,11 @@ import boto3
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import PostgresServer, free_port, wait_for
+from conftest import wait_for
 from training_support import VENV_BIN, cli_env, synthetic_rows, write_jsonl
+
+from devservers.ports import free_port
+from devservers.postgres import PostgresServer
 
 BUCKET = "ml-models"
 MODEL = "intelrouter"  # the default registered model name
@@ -176,7 +179,7 @@ def test_models_stored_in_s3_are_served_by_alias_and_rolled_back(
         labels = write_jsonl(tmp_path / f"labels-{seed}.jsonl", synthetic_rows(per_label, seed=seed))
         assert "imported" in intelrouter(env, "data", "import", str(labels))
         out = intelrouter(env, "train", "--min-samples", "20", "--json")
-        trained.append(json.loads(out.splitlines()[-1]))  # MLflow prints "View run" links above the JSON
+        trained.append(json.loads(out))  # stdout is the JSON alone (MLflow's "View run" links go to stderr)
     assert [(t["version"], t["lifecycle"]) for t in trained] == [("1", "production"), ("2", "canary")], trained
 
     # the models are objects in the bucket, and nothing was written to local disk instead
