@@ -288,7 +288,7 @@ def _seed(settings: Settings, seed: list[tuple[str, str]]) -> int:
 
     rows = [{"text": text, "label": label, "language": "en"} for text, label in seed]
     with store.connect(settings) as conn:
-        return insert_labels(conn, rows, "import")
+        return insert_labels(conn, rows, "import", shares=settings.split_shares)
 
 
 def _print_summary(console: Any, settings: Settings, result: DemoResult, by_variant: dict[str, int],

@@ -74,7 +74,10 @@ class Settings(BaseSettings):
     weekly_trigger: int = Field(500, ge=1, description="Unused approved samples that trigger the weekly retrain.")
     retrain_days: int = Field(30, ge=1, description="Days after which a retrain runs regardless.")
     alert_waiting: int = Field(1000, ge=1, description="Samples waiting for training that raise an alert.")
-    test_size: float = Field(0.2, gt=0, lt=1, description="Held-out test share.")
+    test_size: float = Field(0.2, gt=0, lt=1, description=(
+        "Share of new ground-truth texts whose permanent split is test (never trained on)."))
+    val_size: float = Field(0.1, gt=0, lt=1, description=(
+        "Share of new ground-truth texts whose permanent split is val (calibration and threshold)."))
     random_state: int = Field(42, description="Seed for splits and models.")
     recent_days: int = Field(30, ge=1, description="Width of the recent slice evaluated on its own.")
     classifier: ClassifierName = Field(
@@ -160,6 +163,8 @@ class Settings(BaseSettings):
             raise ValueError("review_threshold must not exceed auto_approve_threshold")
         if any(not 0 < s <= 1 for s in self.canary_steps):
             raise ValueError("canary_steps must lie in (0, 1]")
+        if self.test_size + self.val_size >= 1:
+            raise ValueError("test_size + val_size must leave a share for training (below 1)")
         return self
 
     @field_validator("cache", mode="after")
@@ -180,6 +185,11 @@ class Settings(BaseSettings):
             or os.environ.get("MLFLOW_TRACKING_URI")
             or f"sqlite:///{self.data_dir.resolve() / 'mlflow.db'}"
         )
+
+    @property
+    def split_shares(self) -> tuple[float, float]:
+        """(test share, val share) a new ground-truth text's permanent split is drawn with."""
+        return self.test_size, self.val_size
 
     @property
     def logs_dir(self) -> Path:

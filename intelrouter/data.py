@@ -1,7 +1,10 @@
 """Ground truth for training: load approved rows (from `ml_data` or a JSONL export), clean, digest and split.
 
-Out-of-scope rows (the `oos_label` setting) are never a class: the split sends them to validation (to choose
-the threshold) and to test (to measure out-of-scope recall).
+Every row has a permanent split (train / val / test), drawn once from the key of its text when it entered
+`ml_data` (see `groundtruth`), so no version is ever scored on rows an earlier version trained on. Copies of a
+question (one row per query that asked it) count once: training must not weight a text by how often it was
+asked. Out-of-scope rows (the `oos_label` setting) are never a class: in train or val they choose the threshold,
+in test they measure out-of-scope recall.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from intelrouter import store
 from intelrouter.config import Settings
 from intelrouter.errors import InputError
 from intelrouter.jsonfiles import iter_objects
+from intelrouter.keys import known_split, split_of, text_key
+from intelrouter.names import SOURCE_PRECEDENCE
 
-COLUMNS = ["id", "text", "label", "created_at", "split", "language", "source"]
-TRAIN_SPLITS, VAL_SPLITS, TEST_SPLITS = {"train"}, {"val", "validation", "dev"}, {"test"}
+COLUMNS = ["id", "text", "label", "created_at", "split", "language", "source", "text_key"]
 
 
 @dataclass
@@ -65,10 +69,23 @@ def _clean(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     frame["text"] = frame["text"].astype("string").fillna("")
     frame["label"] = frame["label"].astype("string").fillna("").str.strip()
-    frame = frame[(frame["text"].str.strip() != "") & (frame["label"] != "")]
-    frame["split"] = frame["split"].astype("string").str.strip().str.lower()
+    frame = frame[(frame["text"].str.strip() != "") & (frame["label"] != "")].copy()
+    frame["split"] = [known_split(v) for v in frame["split"].astype("object").where(frame["split"].notna(), None)]
+    keys = frame["text_key"].astype("object")
+    frame["text_key"] = [k if isinstance(k, str) and k else text_key(t) for k, t in zip(keys, frame["text"],
+                                                                                          strict=True)]
     frame["created_at"] = pd.to_datetime(frame["created_at"], errors="coerce")
     return frame.reset_index(drop=True)
+
+
+def collapse_copies(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One row per text key: the label of the highest-precedence source, the newest among equals; (rows, dropped)."""
+    if frame.empty:
+        return frame, 0
+    rank = frame["source"].map(SOURCE_PRECEDENCE).fillna(-1)
+    order = frame.assign(_rank=rank).sort_values(["_rank", "created_at", "id"], na_position="first", kind="stable")
+    kept = order.drop_duplicates("text_key", keep="last").drop(columns="_rank")
+    return kept.sort_index().reset_index(drop=True), len(frame) - len(kept)
 
 
 def data_digest(frame: pd.DataFrame) -> str:
@@ -94,36 +111,24 @@ def _stratified_take(frame: pd.DataFrame, share: float, rng: np.random.Generator
     return take
 
 
-def split_examples(
-    frame: pd.DataFrame, oos_label: str, test_size: float, random_state: int, need_val: bool
-) -> Splits:
-    """Honour a `split` column (train/val/test) when the rows carry one; otherwise split by label."""
+def split_examples(frame: pd.DataFrame, oos_label: str, shares: tuple[float, float], random_state: int) -> Splits:
+    """Train, validation and test rows by each row's permanent split (drawn from its text key with `shares` when a
+    row has none, e.g. a hand-made JSONL file); validation and test are carved from train only when none exist."""
     rng = np.random.default_rng(random_state)
     is_oos = (frame["label"] == oos_label).to_numpy()
-    split = frame["split"].fillna("").to_numpy()
-    if np.isin(split, list(TRAIN_SPLITS | VAL_SPLITS | TEST_SPLITS)).any():
-        how = "split column"
-        val_mask = np.isin(split, list(VAL_SPLITS)) | (is_oos & ~np.isin(split, list(TEST_SPLITS)))
-        test_mask = np.isin(split, list(TEST_SPLITS))
-        train_mask = ~(val_mask | test_mask | is_oos)
-        if not test_mask.any():
-            how += ", test carved from train"
-            test_mask = carve(frame, train_mask, test_size, rng)
-            train_mask &= ~test_mask
-    else:
-        how = f"stratified {test_size:g} test"
-        oos_pos = np.flatnonzero(is_oos)
-        test_mask = _stratified_take(frame, test_size, rng) & ~is_oos
-        val_mask = np.zeros(len(frame), dtype=bool)
-        # out-of-scope rows are never trained on: half choose the threshold, half measure OOS recall
-        shuffled = rng.permutation(oos_pos)
-        n_val = len(shuffled) // 2 if need_val else 0
-        val_mask[shuffled[:n_val]] = True
-        test_mask[shuffled[n_val:]] = True
-        train_mask = ~(test_mask | val_mask)
-    if need_val and not (val_mask & ~is_oos).any():
+    split = np.array([s or split_of(k, *shares) for s, k in zip(frame["split"], frame["text_key"], strict=True)],
+                     dtype=object)
+    test_mask = split == "test"
+    val_mask = (split == "val") | (is_oos & ~test_mask)  # out-of-scope rows are never trained on
+    train_mask = ~(val_mask | test_mask)
+    how = "permanent splits"
+    if not test_mask.any():
+        how += ", test carved from train"
+        test_mask = carve(frame, train_mask, shares[0], rng)
+        train_mask &= ~test_mask
+    if not (val_mask & ~is_oos).any():
         how += ", validation carved from train"
-        carved = carve(frame, train_mask, test_size, rng)
+        carved = carve(frame, train_mask, shares[1], rng)
         val_mask |= carved
         train_mask &= ~carved
     return Splits(frame[train_mask].reset_index(drop=True), frame[val_mask].reset_index(drop=True),

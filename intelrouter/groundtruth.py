@@ -1,4 +1,9 @@
-"""Ground truth: the one way a label enters `ml_data` (feedback, override, review, auto-approval, import)."""
+"""Ground truth: the one way a label enters `ml_data` (feedback, override, review, auto-approval, import).
+
+Every row arrives with the key of its text (`keys.text_key`) and its permanent split: the split it was imported
+with (train/val/test), else one drawn from the text key with the configured shares (`Settings.split_shares`).
+Copies of a question share a key, hence a split; a row keeps its split for good, whatever happens to its label.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from sqlalchemy.engine import Connection
 from intelrouter import store
 from intelrouter.config import Settings
 from intelrouter.errors import InputError, NoActiveModelError, NotFoundError
-from intelrouter.keys import digest
+from intelrouter.keys import digest, known_split, split_of, text_key
 from intelrouter.names import SOURCE_PRECEDENCE
 
 
@@ -25,10 +30,12 @@ def upsert_label(
     confidence: float | None = None,
     reviewer: str | None = None,
     split: str | None = None,
+    shares: tuple[float, float],
 ) -> bool:
     """Store one label; for a query, a source of equal or higher precedence replaces the earlier label.
 
-    Returns True when a row was written or changed, False when the same label was already there.
+    `shares`: (test, val) the split of a new text is drawn with. Returns True when a row was written or changed,
+    False when the same label was already there.
     """
     if source not in SOURCE_PRECEDENCE:
         raise InputError(f"unknown label source {source!r}")
@@ -49,12 +56,12 @@ def upsert_label(
         "trained_version": None,
     }
     if query_id is None:
-        return insert_labels(conn, [row], source) == 1
+        return insert_labels(conn, [row], source, shares=shares) == 1
     t = store.ml_data
     existing = conn.execute(select(t.c.id, t.c.label, t.c.source).where(t.c.query_id == query_id)).first()
     if existing is None:
         row["dedup_key"] = digest("query", query_id)
-        return store.insert_ignore(conn, t, [row], key="dedup_key") == 1
+        return store.insert_ignore(conn, t, [with_split(row, shares)], key="dedup_key") == 1
     if existing.label == label and existing.source == source:
         return False
     if SOURCE_PRECEDENCE[source] < SOURCE_PRECEDENCE.get(existing.source, 0):
@@ -66,13 +73,22 @@ def upsert_label(
     return True
 
 
-def insert_labels(conn: Connection, rows: list[dict[str, Any]], source: str, batch_size: int = 5000) -> int:
-    """Bulk-insert labels not tied to a query (imports); a row already stored is skipped. Returns how many were new."""
+def with_split(row: dict[str, Any], shares: tuple[float, float]) -> dict[str, Any]:
+    """The row with its text key and permanent split (its own train/val/test, else drawn from the text key)."""
+    key = text_key(row["text"])
+    return row | {"text_key": key, "split": known_split(row.get("split")) or split_of(key, *shares)}
+
+
+def insert_labels(conn: Connection, rows: list[dict[str, Any]], source: str, *, shares: tuple[float, float],
+                  batch_size: int = 5000) -> int:
+    """Bulk-insert labels not tied to a query (imports); a row already stored is skipped. Returns how many were new.
+
+    `shares`: (test, val) the split of a row without one is drawn with."""
     now = store.utcnow()
     full = [
-        {"query_id": None, "language": None, "confidence": None, "reviewer": None, "split": None,
-         "created_at": now, "updated_at": now, "trained_version": None, **r, "source": source,
-         "dedup_key": digest(source, r["text"], r["label"], r.get("split"))}
+        with_split({"query_id": None, "language": None, "confidence": None, "reviewer": None, "split": None,
+                    "created_at": now, "updated_at": now, "trained_version": None, **r, "source": source,
+                    "dedup_key": digest(source, r["text"], r["label"], r.get("split"))}, shares)
         for r in rows
     ]
     return sum(
@@ -92,9 +108,8 @@ def _query(conn: Connection, query_id: str) -> Any:
 def _record(settings: Settings, query_id: str, label: str, source: str) -> dict[str, Any]:
     with store.connect(settings) as conn:
         query = _query(conn, query_id)
-        written = upsert_label(
-            conn, query_id=query_id, text=query.text, label=label, source=source, language=query.language
-        )
+        written = upsert_label(conn, query_id=query_id, text=query.text, label=label, source=source,
+                               language=query.language, shares=settings.split_shares)
     return {"query_id": query_id, "label": label, "source": source, "written": written}
 
 

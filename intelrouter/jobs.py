@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, update
 
 from intelrouter import loading, registry, store, tracking
 from intelrouter.config import Settings
-from intelrouter.data import Splits, data_digest, load_examples, recent_mask, split_examples
+from intelrouter.data import Splits, collapse_copies, data_digest, load_examples, recent_mask, split_examples
 from intelrouter.errors import InputError, InsufficientDataError
 from intelrouter.evaluate import SLICES, Comparison, compare
 from intelrouter.features import TextFeatures
@@ -44,6 +44,12 @@ class TrainingData:
     digest: str
     features: TextFeatures  # unfitted, its parameters checked
     params: dict[str, Any]  # the features' parameters, for the run's params
+    copies: int = 0  # rows dropped because another row holds the same text (one row per question)
+
+    @property
+    def comparison_digest(self) -> str:
+        """Digest of the rows the gate compares on: the test split, which no version ever trained on."""
+        return data_digest(self.splits.test)
 
 
 @dataclass
@@ -77,18 +83,19 @@ def prepare(settings: Settings, options: TrainOptions) -> TrainingData:
     params = feature_params(settings, options)  # bad features fail before any data loads
     min_samples = options.min_samples or settings.min_samples
     frame, where = load_examples(settings, options.source)
+    frame, copies = collapse_copies(frame)
     inscope = frame[frame["label"] != settings.oos_label]
     if len(inscope) < min_samples:
         raise InsufficientDataError(f"Insufficient training data: {len(inscope)} samples, need at least {min_samples}")
     if inscope["label"].nunique() < 2:
         raise InsufficientDataError("Insufficient training data: need at least 2 different labels")
     random_state = settings.random_state if options.random_state is None else options.random_state
-    # every classifier's confidences are calibrated on held-out rows: a validation split is always needed
-    splits = split_examples(frame, settings.oos_label, options.test_size or settings.test_size, random_state, True)
+    shares = (options.test_size or settings.test_size, settings.val_size)  # for rows that arrive without a split
+    splits = split_examples(frame, settings.oos_label, shares, random_state)
     if len(splits.train) < 2 or splits.train["label"].nunique() < 2:
         raise InsufficientDataError("Insufficient training data: the training split needs at least 2 labels")
     return TrainingData(frame, splits, recent_mask(splits.test, settings.recent_days), where, data_digest(frame),
-                        TextFeatures(**params), params)
+                        TextFeatures(**params), params, copies)
 
 
 def judge(settings: Settings, router: Router, data: TrainingData) -> tuple[Comparison, str | None]:
@@ -117,6 +124,7 @@ def log_run(run: Any, settings: Settings, options: TrainOptions, data: TrainingD
         "feature_set": router.info["feature_set"], "n_features": router.info["n_features"], "split": splits.how,
         "train_rows": len(splits.train), "val_rows": len(splits.val), "test_rows": len(splits.test),
         "recent_days": settings.recent_days, "baseline_version": baseline_version or "none",
+        "copies_collapsed": data.copies, "comparison_rows": len(splits.test), "recent_rows": int(data.recent.sum()),
         **{f"features.{k}": v for k, v in data.params.items()},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,8 +136,10 @@ def log_run(run: Any, settings: Settings, options: TrainOptions, data: TrainingD
                              {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)})
         mlflow.log_metrics(metrics | {"threshold": router.threshold, "temperature": router.info["temperature"]})
         mlflow.log_dict(tracking.label_counts(data.frame, limit=len(data.frame)), "label_distribution.json")
-        mlflow.set_tags({"gate": "passed" if decision.passed else "failed",
+        mlflow.set_tags({"gate": "passed" if decision.passed else "failed", "comparison_digest": data.comparison_digest,
                          "gate_reasons": "; ".join(decision.reasons)[:4900]})
+        mlflow.log_dict({name: [_row_id(i) for i in part["id"]] for name, part in
+                         (("train", splits.train), ("val", splits.val), ("test", splits.test))}, "splits.json")
         mlflow.log_dict({"passed": decision.passed, "reasons": decision.reasons}, "gate.json")
         mlflow.log_artifacts(str(out / "plots"), "plots")
         mlflow.log_artifacts(str(out / "tables"), "evaluation")
@@ -239,6 +249,7 @@ def evaluate(settings: Settings, model_uri: str, source: str = "db") -> dict[str
     import mlflow
 
     frame, where = load_examples(settings, source)
+    frame, _ = collapse_copies(frame)
     has_test = (frame["split"] == "test").fillna(False)
     rows = frame[has_test].reset_index(drop=True) if has_test.any() else frame
     if rows.empty:
@@ -265,3 +276,10 @@ def evaluate(settings: Settings, model_uri: str, source: str = "db") -> dict[str
 def _headline(metrics: dict[str, float]) -> dict[str, float]:
     """A slice's metrics without the per-label F1 scores (what a comparison logs and reports)."""
     return {k: v for k, v in metrics.items() if not k.startswith("f1_")}
+
+
+def _row_id(value: Any) -> int | str | None:
+    """An ml_data row id as JSON wants it (a JSONL export's rows may have none)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return int(value) if str(value).lstrip("-").isdigit() else str(value)

@@ -22,3 +22,18 @@ def bucket(key: str) -> float:
     """A stable number in [0, 1) for a key: the same key always lands in the same place."""
     h = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2**64
+
+
+SPLITS = ("train", "val", "test")
+_SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "dev": "val", "test": "test"}
+
+
+def split_of(key: str, test_share: float, val_share: float) -> str:
+    """The permanent split of a text key: `test` for the first `test_share` of buckets, then `val`, then `train`."""
+    b = bucket("split:" + key)
+    return "test" if b < test_share else "val" if b < test_share + val_share else "train"
+
+
+def known_split(value: str | None) -> str | None:
+    """A split name as the store keeps it (validation and dev are val), or None when it is not one."""
+    return _SPLIT_NAMES.get(str(value).strip().lower()) if value else None

@@ -74,4 +74,4 @@ def import_labels(
     """Import labelled rows into ml_data in one transaction; returns (rows read, rows new)."""
     rows = read_labelled(path, text_col, label_col, split_col, settings.max_text_length)
     with store.connect(settings) as conn:
-        return len(rows), insert_labels(conn, rows, source)
+        return len(rows), insert_labels(conn, rows, source, shares=settings.split_shares)

@@ -146,7 +146,7 @@ def _apply(
             elif limit is not None and result.written >= limit:
                 break
             else:
-                row = _store_answer(conn, query, answer, result)
+                row = _store_answer(conn, query, answer, result, settings.split_shares)
                 statuses.append({"qid": query.id, "review_status": row.pop("query_status")})
                 if answer.query_id in ledger:
                     rows.append(row)
@@ -175,13 +175,14 @@ def _already_pulled(held: Any, answer: _Answer) -> bool:
     )
 
 
-def _store_answer(conn: Connection, query: Any, answer: _Answer, result: PullResult) -> dict[str, Any]:
+def _store_answer(conn: Connection, query: Any, answer: _Answer, result: PullResult, shares: tuple[float, float]
+                  ) -> dict[str, Any]:
     """Write the label (if any) to ml_data and count the answer; returns the review_tasks values to store."""
     agrees = None if answer.status == SKIPPED else answer.label is not None and answer.label == guess(query)
     if answer.label is not None:
         groundtruth.upsert_label(
             conn, query_id=query.id, text=query.text, label=answer.label, source="label-studio",
-            language=query.language, reviewer=answer.reviewer,
+            language=query.language, reviewer=answer.reviewer, shares=shares,
         )
     if answer.status == SKIPPED:
         result.skipped += 1

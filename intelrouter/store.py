@@ -64,6 +64,11 @@ queries = Table(
     Column("review_status", String(16), nullable=False, default=PENDING),
     Column("review_priority", Integer),
     Column("triaged_at", DateTime),
+    # what the caller finally did with the answer, and the fallback's own answer when it gave one (0002)
+    Column("route_taken", String(32)),
+    Column("final_label", String(200)),
+    Column("final_confidence", Float),
+    Column("final_provider", String(64)),
     Index("ix_queries_review", "review_status", "review_priority", "confidence"),
 )
 
@@ -74,12 +79,13 @@ ml_data = Table(
     Column("query_id", String(36), ForeignKey("queries.id"), unique=True),
     Column("dedup_key", String(64), nullable=False, unique=True),
     Column("text", Text, nullable=False),
+    Column("text_key", String(64), index=True),  # keys.text_key: one key for copies of a question (0002)
     Column("label", String(200), nullable=False),
     Column("language", String(16)),
     Column("source", String(16), nullable=False),
     Column("confidence", Float),
     Column("reviewer", String(200)),
-    Column("split", String(32)),
+    Column("split", String(32)),  # train / val / test, drawn once when the row arrives (keys.split_of)
     Column("created_at", DateTime, nullable=False, index=True),
     Column("updated_at", DateTime, nullable=False),
     Column("trained_version", String(64), index=True),

@@ -69,7 +69,7 @@ def triage(
                 groups.setdefault((status, priority), []).append(row.id)
                 if status == store.AUTO_APPROVED:
                     upsert_label(conn, query_id=row.id, text=row.text, label=label, source="auto-approved",
-                                 language=row.language, confidence=row.confidence)
+                                 language=row.language, confidence=row.confidence, shares=settings.split_shares)
             for (status, priority), ids in groups.items():
                 counts[status] += len(ids)
                 conn.execute(

@@ -89,7 +89,8 @@ def test_demo_refuses_a_data_dir_with_other_ground_truth(tmp_path: Path) -> None
     data_dir = tmp_path / "real"
     real = load_settings(data_dir=data_dir, database_url=None)
     with store.connect(real) as conn:
-        upsert_label(conn, query_id=None, text="book me a flight to rome", label="book_flight", source="import")
+        upsert_label(conn, query_id=None, text="book me a flight to rome", label="book_flight", source="import",
+                     shares=(0.2, 0.1))
     store.dispose_engines()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INTELROUTER_", "PREFECT_"))}
     out = subprocess.run([sys.executable, "-m", "cli", "demo", "--data-dir", str(data_dir)],

@@ -178,7 +178,8 @@ def test_setup_creates_the_project_then_updates_it(
         {"predicted_label": UNCERTAIN, "top_label": "weather", "confidence": 0.2},
     ])
     with store.connect(ls_settings) as conn:
-        groundtruth.upsert_label(conn, query_id=None, text="what is my balance", label="balance", source="import")
+        groundtruth.upsert_label(conn, query_id=None, text="what is my balance", label="balance", source="import",
+                                 shares=ls_settings.split_shares)
     title = f"setup-{uuid.uuid4().hex[:8]}"
     project_id = review_project.setup_project(ls_settings, title=title)
     project = ls.get_project(project_id)

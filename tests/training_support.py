@@ -58,7 +58,7 @@ def synthetic_rows(per_label: int = 40, oos: int = 0, seed: int = 0, split: str 
 def seed_ml_data(settings: Any, rows: Iterable[dict[str, Any]], source: str = "import") -> int:
     """Insert ground-truth rows into ml_data; returns how many were new."""
     with store.connect(settings) as conn:
-        return insert_labels(conn, [dict(r) for r in rows], source)
+        return insert_labels(conn, [dict(r) for r in rows], source, shares=settings.split_shares)
 
 
 def age_rows(settings: Any, labels_like: str, days: int) -> None:
