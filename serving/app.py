@@ -33,6 +33,7 @@ from intelrouter.logwriter import QueryLogWriter
 from intelrouter.names import STAGING
 from intelrouter.traffic import choose_variant, route_target
 from serving.batcher import MicroBatcher
+from serving.dashboard import dashboard_router
 from serving.metrics import RouterMetrics
 from serving.schemas import (
     BodyError,
@@ -321,6 +322,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         snap = rt.holder.snapshot
         return json_response({"versions": snap.versions(), "canary_share": snap.share})
 
+    app.include_router(dashboard_router(rt))  # GET /dashboard and its plotly.js
     return app
 
 
