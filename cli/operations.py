@@ -155,6 +155,18 @@ def report(
         echo(to_markdown(rep) + f"\nreport: {rep.path}")
 
 
+@app.command("dashboard")
+def dashboard_cmd(
+    output: Annotated[Path, typer.Option(help="HTML file to write (self-contained, opens offline).")]
+    = Path("dashboard.html"),
+    days: Annotated[int | None, typer.Option(help="Days to look back (default: INTELROUTER_REPORT_DAYS).")] = None,
+) -> None:
+    """Write the monitoring dashboard (charts of the loop over the report window) as one offline HTML file."""
+    from intelrouter.dashboard import write_html
+
+    echo(f"dashboard: {write_html(get_settings(), output, days=days)}")
+
+
 @app.command("deploy")
 def deploy(
     api_url: Annotated[str | None, typer.Option(help="Prefect server API, e.g. http://127.0.0.1:4200/api "

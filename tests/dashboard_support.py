@@ -19,8 +19,8 @@ from intelrouter import canary, store
 from intelrouter.capture import log_queries
 from intelrouter.config import Settings, load_settings
 from intelrouter.groundtruth import record_feedback
+from intelrouter.jobs import train
 from intelrouter.report import run_report
-from intelrouter.train import train
 from intelrouter.triage import triage
 
 INTENTS = ["book_flight", "play_music", "set_alarm", "weather"]

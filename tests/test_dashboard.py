@@ -10,16 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
 from dashboard_support import DAYS, PRODUCTION, STAGING, build_loop
 from fastapi.testclient import TestClient
 
+from devservers.ports import free_port
 from intelrouter import canary, dashboard, registry, store
 from intelrouter.canary import CanaryState, Decision, VariantStats
 from intelrouter.capture import log_queries
 from intelrouter.config import Settings, load_settings
 from intelrouter.groundtruth import record_feedback
-from intelrouter.triage import write_report
+from intelrouter.jsonfiles import write_report
 from serving.app import create_app
 from serving.dashboard import PageCache
 

@@ -18,11 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port, wait_for
+from conftest import wait_for
 from dashboard_support import build_loop
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 from training_support import cli_env
 
+from devservers.ports import free_port
 from intelrouter import dashboard
 
 CHROMIUM = Path("/usr/bin/chromium")  # CI installs Debian's package; no browser download is possible
