@@ -12,7 +12,7 @@ import pytest
 import typer
 from conftest import DATASETS
 
-from cli.app import app
+from cli.main import app
 from intelrouter.config import Settings
 
 
