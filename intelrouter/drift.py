@@ -8,7 +8,7 @@ report's alert entries.
 
 A PSI test flags drift only when the index is above its threshold *and* beyond sampling noise (a chi-square
 test of homogeneity on the same counts): PSI is biased upwards on small samples — a day of 300 queries spread
-over 150 labels leaves most bins empty and scores PSI ≈ 1 with nothing changed — and that must not alert.
+over 150 labels leaves many bins empty and scores PSI ≈ 0.8 with nothing changed — and that must not alert.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class DriftTest:
     def message(self) -> str:
         """One line: the statistic against its threshold and the verdict."""
         verdict = ("drift" if self.drifted else "above the threshold but within sampling noise"
-                   if self.statistic > self.threshold else "no drift")
+                   if self.statistic > self.threshold else "a moderate shift, to watch"
+                   if self.statistic > PSI_WATCH else "no drift")
         return (f"{self.name}: PSI {self.statistic:.3f} (threshold {self.threshold:g}, p {self.p_value:.2g}) "
                 f"over {self.bins} bins, {self.n_recent} recent vs {self.n_reference} reference: {verdict}")
 
