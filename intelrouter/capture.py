@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import bindparam, select, update
 
 from intelrouter import store
 from intelrouter.config import Settings
-from intelrouter.errors import InputError
+from intelrouter.errors import InputError, NotFoundError
 from intelrouter.jsonfiles import iter_objects
 from intelrouter.keys import digest
 
@@ -145,3 +146,45 @@ def import_conversations(settings: Settings, path: Path, batch_size: int = BATCH
     rows = read_jsonl_records(path, settings)
     with store.connect(settings) as conn:
         return len(rows), write_rows(conn, rows, batch_size)
+
+
+class Outcome(BaseModel):
+    """What the caller finally did with an answer: where it sent the query, and the fallback's answer if any."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query_id: str = Field(min_length=1, max_length=36)
+    route_taken: str = Field(min_length=1, max_length=32)
+    label: str | None = Field(None, min_length=1, max_length=200)
+    confidence: float | None = Field(None, ge=0, le=1)
+    provider: str | None = Field(None, min_length=1, max_length=64)
+
+
+def record_outcomes(settings: Settings, outcomes: Iterable[Outcome | Mapping[str, Any]]) -> int:
+    """Store the callers' outcomes on their queries (one transaction); an unknown query id is a NotFoundError.
+
+    Returns how many outcomes were stored; storing the same outcome again changes nothing.
+    """
+    try:
+        checked = [o if isinstance(o, Outcome) else Outcome.model_validate(o) for o in outcomes]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"outcome {'.'.join(map(str, err['loc'])) or 'record'}: {err['msg']}") from None
+    if not checked:
+        return 0
+    q = store.queries
+    values = {"route_taken": bindparam("b_route"), "final_label": bindparam("b_label"),
+              "final_confidence": bindparam("b_confidence"), "final_provider": bindparam("b_provider")}
+    params = [{"b_id": o.query_id, "b_route": o.route_taken, "b_label": o.label, "b_confidence": o.confidence,
+               "b_provider": o.provider} for o in checked]
+    with store.connect(settings) as conn:
+        ids = [o.query_id for o in checked]
+        known = set()
+        for i in range(0, len(ids), 5000):
+            known.update(conn.execute(select(q.c.id).where(q.c.id.in_(ids[i:i + 5000]))).scalars())
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise NotFoundError(f"unknown query id {missing[0]} ({len(missing)} of {len(ids)} outcomes): "
+                                "nothing was stored")
+        conn.execute(update(q).where(q.c.id == bindparam("b_id")).values(**values), params)
+    return len(params)

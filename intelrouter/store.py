@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
+from intelrouter import clock
 from intelrouter.config import Settings
 from intelrouter.errors import InputError, StoreError, first_line
 from intelrouter.keys import digest
@@ -141,8 +142,8 @@ VIEWS = {
 
 
 def utcnow() -> datetime:
-    """Now in UTC, naive: every timestamp in the store is naive UTC."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Now in UTC, naive: every timestamp in the store is naive UTC (the simulated time during a simulation)."""
+    return clock.now()
 
 
 def to_utc_naive(value: datetime) -> datetime:
