@@ -152,7 +152,7 @@ def test_hostile_text_is_escaped_everywhere(settings: Settings) -> None:
     client.create_registered_model(settings.model_name)
     (settings.data_dir / "model").mkdir(parents=True, exist_ok=True)
     version = client.create_model_version(settings.model_name, source=str(settings.data_dir / "model")).version
-    registry.set_tags(settings, version, {"semver": HOSTILE, "test_accuracy": "0.9", "gate": "failed",
+    registry.tag_version(settings, version, {"semver": HOSTILE, "test_accuracy": "0.9", "gate": "failed",
                                           "gate_reasons": f"label {HOSTILE} got worse", "lifecycle": HOSTILE})
     registry.promote(settings, version, "production")
     write_report(settings, "training-router-v9.9.9.json", {"version": "77", "semver": HOSTILE, "gate": {

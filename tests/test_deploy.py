@@ -200,7 +200,7 @@ def test_prefect_yaml_deploys_the_same_schedules_to_a_work_pool(settings: Settin
     snapshot = tmp_path / "export.jsonl"
     from intelrouter.labels import import_labels
 
-    import_labels(load_settings(), REPO / "intelrouter" / "data" / "demo_queries.csv", "text", "label", None)
+    import_labels(load_settings(), REPO / "cli" / "demo_queries.csv", "text", "label", None)
     server.post(f"/deployments/{deployments['export']['id']}/create_flow_run",
                 {"parameters": {"output": str(snapshot)}})
     worker = subprocess.run([str(PREFECT), "worker", "start", "--pool", "intelrouter", "--run-once"], env=env,
