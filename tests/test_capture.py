@@ -62,3 +62,24 @@ def test_a_bad_line_names_its_number_and_writes_nothing(
     with pytest.raises(InputError, match=message):
         import_conversations(settings, path)
     assert _count(settings) == 0
+
+
+def test_outcomes_are_stored_on_their_queries_or_not_at_all(settings: Settings) -> None:
+    from intelrouter.capture import record_outcomes
+    from intelrouter.errors import NotFoundError
+
+    log_queries(settings, [{"id": f"q{i}", "text": f"order {i} pizzas", "predicted_label": "order_food",
+                            "confidence": 0.9} for i in range(2)])
+    outcome = {"query_id": "q0", "route_taken": "llm", "label": "order_food", "confidence": 0.8, "provider": "llm"}
+    assert record_outcomes(settings, [outcome, {"query_id": "q1", "route_taken": "orders-api"}]) == 2
+    assert record_outcomes(settings, [outcome]) == 1  # the same outcome again changes nothing
+    with pytest.raises(NotFoundError, match="unknown query id nope"):
+        record_outcomes(settings, [{"query_id": "q1", "route_taken": "php"}, {"query_id": "nope", "route_taken": "x"}])
+    with pytest.raises(InputError, match="outcome confidence"):
+        record_outcomes(settings, [{"query_id": "q1", "route_taken": "php", "confidence": 3}])
+    q = store.queries
+    with store.connect(settings) as conn:
+        rows = {r.id: r for r in conn.execute(select(q.c.id, q.c.route_taken, q.c.final_label,
+                                                     q.c.final_confidence, q.c.final_provider))}
+    assert tuple(rows["q0"])[1:] == ("llm", "order_food", 0.8, "llm")
+    assert tuple(rows["q1"])[1:] == ("orders-api", None, None, None)  # the refused batch changed nothing
