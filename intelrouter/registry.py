@@ -7,10 +7,12 @@ tag. Every function turns MLflow failures into one-line RegistryError / NotFound
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from intelrouter.config import Settings
 from intelrouter.errors import (
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 LIFECYCLES = ("testing", "canary", "production", "rejected", "archived")
 HISTORY_TAG = "production_history"
 CANARY_TAG = "canary_share"
@@ -87,6 +90,33 @@ def call(settings: Settings, what: str, fn: Callable[..., T], *args: Any, **kwar
         if is_not_found(exc):
             raise NotFoundError(f"{what}: {first_line(exc)}") from None
         raise RegistryError(failure_message(settings, exc)) from None
+
+
+_moving = threading.local()  # how deep this thread is inside registry moves
+
+
+def mirrored(move: F) -> F:
+    """Refresh the registry's SQL mirror (registry_mirror) when the outermost move has succeeded.
+
+    Every alias or lifecycle move goes through a function marked with this, so no caller (the CLI, the canary
+    check, training, the demo, a script) can forget the mirror; nested moves refresh it once.
+    """
+
+    @functools.wraps(move)
+    def wrapper(settings: Settings, *args: Any, **kwargs: Any) -> Any:
+        depth = getattr(_moving, "depth", 0)
+        _moving.depth = depth + 1
+        try:
+            result = move(settings, *args, **kwargs)
+        finally:
+            _moving.depth = depth
+        if depth == 0:
+            from intelrouter import registry_mirror  # it reads the registry through this module
+
+            registry_mirror.refresh(settings)
+        return result
+
+    return cast(F, wrapper)
 
 
 def _check_alias(alias: str) -> str:
@@ -160,6 +190,7 @@ def canary_share(settings: Settings) -> float:
         return settings.canary_share
 
 
+@mirrored
 def set_canary_share(settings: Settings, share: float) -> None:
     """Set the share of traffic @staging gets (0..1)."""
     if not 0.0 <= float(share) <= 1.0:
@@ -195,6 +226,7 @@ def _set_lifecycle(settings: Settings, version: str, lifecycle: str, **extra: An
     tag_version(settings, version, {"lifecycle": lifecycle, **extra})
 
 
+@mirrored
 def promote(settings: Settings, version: str | int, to: Literal["staging", "production"]) -> ModelVersion:
     """Point @staging (canary) or @production at a version and update the lifecycle tags."""
     if to not in ALIASES:
@@ -246,6 +278,7 @@ def _restore_alias(client: MlflowClient, settings: Settings, alias: str, previou
         pass
 
 
+@mirrored
 def rollback(settings: Settings) -> ModelVersion:
     """Move @production back to the previous production version in one step; returns that version."""
     client = get_client(settings)
@@ -275,6 +308,7 @@ def rollback(settings: Settings) -> ModelVersion:
     return previous
 
 
+@mirrored
 def clear_staging(settings: Settings, reason: str) -> ModelVersion | None:
     """End a canary: remove @staging, mark its version rejected with the reason; None when no canary runs."""
     staging = alias_version(settings, STAGING)
@@ -296,6 +330,7 @@ def register(settings: Settings, model_uri: str, tags: dict[str, str], passed: b
     return str(mv.version), apply_gate(settings, str(mv.version), passed, reasons)
 
 
+@mirrored
 def apply_gate(settings: Settings, version: str | int, passed: bool, reasons: list[str]) -> str:
     """Move a freshly registered version by the gate's decision; returns its new lifecycle."""
     text = "; ".join(reasons)
