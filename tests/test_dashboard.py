@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from devservers.ports import free_port
 from intelrouter import canary, dashboard, registry, store
 from intelrouter.canary import CanaryState, Decision, VariantStats
-from intelrouter.capture import log_queries
+from intelrouter.capture import log_queries, record_outcomes
 from intelrouter.config import Settings, load_settings
 from intelrouter.groundtruth import record_feedback
 from intelrouter.jsonfiles import write_report
@@ -176,12 +176,13 @@ def test_per_version_day_rows(settings: Settings) -> None:
          "created_at": when} for v, variant in (("1", "production"), ("2", "staging")) for i in range(4)])
     for qid, label in (("10", "easy"), ("11", "hard"), ("20", "easy")):
         record_feedback(settings, qid, label)
+    record_outcomes(settings, [{"query_id": "10", "route_taken": "human"}, {"query_id": "11", "route_taken": "php"}])
     data = dashboard.collect(settings, days=2, now=datetime(2026, 3, 10, 12))
     assert data["by_version_day"] == [
         {"day": "2026-03-09", "model_version": "1", "variant": "production", "captured": 4, "uncertain_rate": 0.25,
-         "labelled": 2, "online_accuracy": 0.5},
+         "labelled": 2, "online_accuracy": 0.5, "outcomes_reported": 2, "caller_fallback_rate": 0.5},
         {"day": "2026-03-09", "model_version": "2", "variant": "staging", "captured": 4, "uncertain_rate": 0.25,
-         "labelled": 1, "online_accuracy": 1.0},
+         "labelled": 1, "online_accuracy": 1.0, "outcomes_reported": 0, "caller_fallback_rate": None},
     ]
 
 
