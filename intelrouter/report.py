@@ -248,9 +248,13 @@ def notify(settings: Settings, report: Report) -> bool | None:
 
 
 def write(settings: Settings, report: Report) -> Path:
-    """Write the report JSON under logs/ (one file per day, the latest run wins)."""
+    """Write the report JSON under logs/ (one file per day, the latest run wins), then refresh the registry's mirror
+    (model_versions' production accuracy and fallback rate follow the traffic: the daily report is their refresh)."""
     path = write_report(settings, f"monitoring-{report.generated_at[:10]}.json", report.as_dict())
     report.path = str(path)
+    from intelrouter import registry_mirror  # imports the registry client: only a written report needs it
+
+    registry_mirror.refresh(settings)
     return path
 
 
@@ -259,9 +263,6 @@ def run_report(settings: Settings, days: int | None = None, now: datetime | None
     report = collect(settings, days, now)
     write(settings, report)
     notify(settings, report)
-    from intelrouter import registry_mirror  # the daily refresh of model_versions' traffic numbers
-
-    registry_mirror.refresh(settings)
     return report
 
 
