@@ -16,7 +16,6 @@ from intelrouter.config import Settings
 from intelrouter.errors import InputError, NotFoundError
 from intelrouter.jsonfiles import iter_objects
 from intelrouter.keys import digest
-from intelrouter.names import UNCERTAIN
 from intelrouter.outcomes import normalise_route
 
 BATCH_SIZE = 5000
@@ -62,11 +61,6 @@ class QueryRecord(BaseModel):
     def _route(cls, value: Any) -> Any:
         return normalise_route(value)
 
-    @field_validator("final_label")
-    @classmethod
-    def _answer(cls, value: str | None) -> str | None:
-        return not_uncertain(value)
-
     def to_row(self, settings: Settings) -> dict[str, Any]:
         """The `queries` row for this record, identifiers hashed and the text checked."""
         store.check_text(self.text, settings.max_text_length)
@@ -81,16 +75,10 @@ class QueryRecord(BaseModel):
              "final_confidence": self.final_confidence, "final_provider": self.final_provider}
 
 
-def not_uncertain(label: str | None) -> str | None:
-    """A fallback's answer as given; UNCERTAIN is refused (it is never an answer, nor ground truth)."""
-    if label == UNCERTAIN:
-        raise ValueError(f"{UNCERTAIN} is the router's abstention, not an answer")
-    return label
-
-
 class Outcome(BaseModel):
     """What the caller finally did with one answer: the route it took (e.g. opensearch, php, llm, human) and,
-    when a fallback answered, that answer (label, confidence, provider; also accepted as final_label, ...)."""
+    when a fallback answered, that answer (label, confidence, provider; also accepted as final_label, ...).
+    A fallback's UNCERTAIN is stored as given: triage never makes it ground truth."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -106,11 +94,6 @@ class Outcome(BaseModel):
     @classmethod
     def _route(cls, value: Any) -> Any:
         return normalise_route(value)
-
-    @field_validator("label")
-    @classmethod
-    def _answer(cls, value: str | None) -> str | None:
-        return not_uncertain(value)
 
 
 def query_row(
@@ -213,7 +196,7 @@ def record_outcomes(settings: Settings, outcomes: Iterable[Outcome | Mapping[str
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "outcome"
-            raise InputError(f"outcome {i}: {field}: {err['msg']}; nothing was recorded") from None
+            raise InputError(f"outcome {field}: {err['msg']} (outcome #{i}); nothing was recorded") from None
         latest[outcome.query_id] = outcome
     if not latest:
         return 0

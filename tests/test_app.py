@@ -256,7 +256,7 @@ def test_outcome_is_stored_with_the_query_and_measured_by_the_report(client: Tes
                    {"query_id": "00000000-0000-0000-0000-000000000000", "route_taken": "llm"}]}, 404,
      "nothing was recorded"),
     ({"query_id": "KNOWN"}, 422, "route_taken: Field required"),
-    ({"query_id": "KNOWN", "route_taken": "llm", "label": "UNCERTAIN"}, 422, "abstention"),
+    ({"query_id": "KNOWN", "route_taken": "llm", "lable": "x"}, 422, "lable: Extra inputs"),
     ({"query_id": "KNOWN", "route_taken": "llm", "confidence": 3}, 422, "confidence"),
     ({"outcomes": []}, 422, "outcomes"),
     ({"outcomes": [{"query_id": "KNOWN", "route_taken": "llm"}] * 1001}, 422, "outcomes"),
