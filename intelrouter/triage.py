@@ -12,7 +12,7 @@ from intelrouter import store
 from intelrouter.config import Settings
 from intelrouter.groundtruth import upsert_label
 from intelrouter.jsonfiles import write_report
-from intelrouter.names import UNCERTAIN
+from intelrouter.names import STAGING, UNCERTAIN
 
 HIGH_PRIORITY, MEDIUM_PRIORITY = 2, 5  # seed 004: 2 = the model is struggling, reviewed first
 
@@ -31,7 +31,9 @@ def decide_row(row: Any, settings: Settings) -> tuple[str, int | None, str, floa
 
     When the router fell back and the caller reported the fallback's own answer (`final_provider`, `final_label`,
     `final_confidence`), that answer is judged like a captured one: from a trusted provider and confident enough, it is
-    auto-approved. Otherwise the row's own prediction is; an UNCERTAIN answer is never ground truth.
+    auto-approved. Otherwise the row's own prediction is; an UNCERTAIN answer is never ground truth. An answer of
+    the canary (@staging) that needs review is reviewed first (priority 2): the canary check judges it on human
+    labels of its answers, and at a 10 % share it gets too few of them otherwise.
     """
     final = getattr(row, "final_label", None)
     if final and final != UNCERTAIN and row.final_provider in settings.trusted_providers and (
@@ -41,6 +43,8 @@ def decide_row(row: Any, settings: Settings) -> tuple[str, int | None, str, floa
     label = row.top_label or row.predicted_label
     if status == store.AUTO_APPROVED and label == UNCERTAIN:
         status, priority = store.NEEDS_REVIEW, HIGH_PRIORITY
+    if status == store.NEEDS_REVIEW and getattr(row, "variant", None) == STAGING:
+        priority = HIGH_PRIORITY
     return status, priority, label, row.confidence
 
 
@@ -74,7 +78,7 @@ def triage(
     with store.connect(settings) as conn:
         pending = conn.execute(
             select(q.c.id, q.c.text, q.c.language, q.c.predicted_label, q.c.top_label, q.c.confidence,
-                   q.c.provider, q.c.uncertain, q.c.final_label, q.c.final_confidence, q.c.final_provider)
+                   q.c.provider, q.c.uncertain, q.c.variant, q.c.final_label, q.c.final_confidence, q.c.final_provider)
             .where(q.c.review_status == store.PENDING, *window)
             .order_by(q.c.created_at)
         ).all()

@@ -97,3 +97,14 @@ def test_a_trusted_fallback_answer_becomes_ground_truth(settings: Settings) -> N
         status = dict(conn.execute(select(store.queries.c.id, store.queries.c.review_priority)).all())
     assert truth == [("f0", "book_flight", 0.95, "auto-approved")]  # the fallback's label, not the router's guess
     assert status == {"f0": None, "f1": 2, "f2": 2, "f3": 2}  # the rest wait for review (the router was unsure)
+
+
+def test_the_canary_answers_are_reviewed_first(settings: Settings) -> None:
+    """The canary check judges @staging on human labels of its answers: they go to the front of the review queue."""
+    log_queries(settings, [{"id": f"{variant}-{i}", "text": f"q {variant} {i}", "predicted_label": "easy",
+                            "confidence": 0.8, "variant": variant} for variant in ("production", "staging")
+                           for i in range(2)])
+    triage(settings)
+    with store.connect(settings) as conn:
+        priority = dict(conn.execute(select(store.queries.c.id, store.queries.c.review_priority)).all())
+    assert priority == {"production-0": 5, "production-1": 5, "staging-0": 2, "staging-1": 2}
