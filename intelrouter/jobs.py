@@ -138,6 +138,7 @@ def log_run(run: Any, settings: Settings, options: TrainOptions, data: TrainingD
         mlflow.log_dict(tracking.label_counts(data.frame, limit=len(data.frame)), "label_distribution.json")
         mlflow.set_tags({"gate": "passed" if decision.passed else "failed", "comparison_digest": data.comparison_digest,
                          "gate_reasons": "; ".join(decision.reasons)[:4900]})
+        mlflow.set_tag(tracking.NOTE_TAG, tracking.run_note(router, splits, data.digest, metrics, decision))
         mlflow.log_dict({name: [_row_id(i) for i in part["id"]] for name, part in
                          (("train", splits.train), ("val", splits.val), ("test", splits.test))}, "splits.json")
         mlflow.log_dict({"passed": decision.passed, "reasons": decision.reasons}, "gate.json")
@@ -160,7 +161,8 @@ def register(settings: Settings, model_uri: str, router: Router, data: TrainingD
         "test_macro_f1": f"{metrics.get('test_macro_f1', 0):.4f}",
         "recent_accuracy": f"{metrics.get('recent_accuracy', 0):.4f}",
     }
-    version, lifecycle = registry.register(settings, model_uri, tags, decision.passed, decision.reasons)
+    note = tracking.run_note(router, data.splits, data.digest, metrics, decision)  # the run's note, on the version
+    version, lifecycle = registry.register(settings, model_uri, tags, decision.passed, decision.reasons, note)
     mlflow.set_tags({"lifecycle": lifecycle, "model_version": version})
     return version, lifecycle
 

@@ -222,6 +222,13 @@ def tag_version(settings: Settings, version: str | int, tags: dict[str, Any]) ->
              str(value)[:4900])
 
 
+def describe_version(settings: Settings, version: str | int, description: str) -> None:
+    """Set a version's description (markdown, shown on its registry page)."""
+    client = get_client(settings)
+    call(settings, "model version", client.update_model_version, settings.model_name, str(version),
+         description=description)
+
+
 def _set_lifecycle(settings: Settings, version: str, lifecycle: str, **extra: Any) -> None:
     tag_version(settings, version, {"lifecycle": lifecycle, **extra})
 
@@ -321,12 +328,15 @@ def clear_staging(settings: Settings, reason: str) -> ModelVersion | None:
     return staging
 
 
-def register(settings: Settings, model_uri: str, tags: dict[str, str], passed: bool, reasons: list[str]
-             ) -> tuple[str, str]:
-    """Register a logged model as a new version with its tags, then move it by the gate: (version, lifecycle)."""
+def register(settings: Settings, model_uri: str, tags: dict[str, str], passed: bool, reasons: list[str],
+             description: str | None = None) -> tuple[str, str]:
+    """Register a logged model as a new version with its tags and description, then move it by the gate:
+    (version, lifecycle)."""
     import mlflow
 
     mv = call(settings, "register model", mlflow.register_model, model_uri, settings.model_name, tags=tags)
+    if description:
+        describe_version(settings, mv.version, description)
     return str(mv.version), apply_gate(settings, str(mv.version), passed, reasons)
 
 
