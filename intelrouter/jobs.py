@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import ValidationError
 from sqlalchemy import bindparam, update
 
-from intelrouter import loading, registry, store, tracking
+from intelrouter import lifecycle, loading, registry, store, tracking
 from intelrouter.config import Settings
 from intelrouter.data import Splits, collapse_copies, data_digest, load_examples, recent_mask, split_examples
 from intelrouter.errors import InputError, InsufficientDataError
@@ -162,9 +162,9 @@ def register(settings: Settings, model_uri: str, router: Router, data: TrainingD
         "recent_accuracy": f"{metrics.get('recent_accuracy', 0):.4f}",
     }
     note = tracking.run_note(router, data.splits, data.digest, metrics, decision)  # the run's note, on the version
-    version, lifecycle = registry.register(settings, model_uri, tags, decision.passed, decision.reasons, note)
-    mlflow.set_tags({"lifecycle": lifecycle, "model_version": version})
-    return version, lifecycle
+    version, stage = lifecycle.register(settings, model_uri, tags, decision.passed, decision.reasons, note)
+    mlflow.set_tags({"lifecycle": stage, "model_version": version})
+    return version, stage
 
 
 def train(settings: Settings, options: TrainOptions | None = None, **overrides: Any) -> TrainResult:
@@ -189,7 +189,7 @@ def train(settings: Settings, options: TrainOptions | None = None, **overrides: 
         metrics, model_uri = log_run(run, settings, options, data, router, comparison, baseline_version)
         timings["log_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        version, lifecycle = register(settings, model_uri, router, data, semver, comparison.decision, metrics)
+        version, stage = register(settings, model_uri, router, data, semver, comparison.decision, metrics)
         aliases = registry.where_aliases_point(settings)
         timings["register_s"] = time.perf_counter() - t0
     decision = comparison.decision
@@ -198,7 +198,7 @@ def train(settings: Settings, options: TrainOptions | None = None, **overrides: 
     used = pd.concat([data.splits.train, data.splits.val, data.splits.test], ignore_index=True)
     marked = mark_trained(settings, used, semver) if decision.passed else 0
     timings["total_s"] = time.perf_counter() - started
-    result = TrainResult(run_id=run.info.run_id, version=version, semver=semver, lifecycle=lifecycle, gate=decision,
+    result = TrainResult(run_id=run.info.run_id, version=version, semver=semver, lifecycle=stage, gate=decision,
                          metrics=metrics, threshold=router.threshold, report_path=None, timings=timings,
                          marked_rows=marked, aliases=aliases)
     result.report_path = write_training_report(settings, result, data, router)

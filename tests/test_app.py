@@ -15,7 +15,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from serving_fixtures import INTENTS, POLL, query_rows, route, use_registry
 
-from intelrouter import registry, store
+from intelrouter import lifecycle, store
 from intelrouter.config import Settings, load_settings
 from intelrouter.loading import load_router
 from intelrouter.names import UNCERTAIN
@@ -72,7 +72,7 @@ def test_no_production_model_is_503_and_not_ready(settings: Settings, registry_t
         assert res.json()["detail"] == "No active model found: run `intelrouter train`"
         h = c.get("/health")
         assert h.status_code == 503 and h.json()["ready"] is False
-        registry.promote(load_settings(), "1", "production")  # a model arrives: served without a restart
+        lifecycle.promote(load_settings(), "1", "production")  # a model arrives: served without a restart
         assert wait_for(lambda: c.get("/health").status_code == 200, timeout=60)
         assert route(c)["model_version"] == "1"
 

@@ -14,7 +14,7 @@ from dashboard_support import DAYS, PRODUCTION, STAGING, build_loop
 from fastapi.testclient import TestClient
 
 from devservers.ports import free_port
-from intelrouter import canary, dashboard, registry, store
+from intelrouter import canary, dashboard, lifecycle, registry, store
 from intelrouter.canary import CanaryState, Decision, VariantStats
 from intelrouter.capture import log_queries, record_outcomes
 from intelrouter.config import Settings, load_settings
@@ -154,7 +154,7 @@ def test_hostile_text_is_escaped_everywhere(settings: Settings) -> None:
     version = client.create_model_version(settings.model_name, source=str(settings.data_dir / "model")).version
     registry.tag_version(settings, version, {"semver": HOSTILE, "test_accuracy": "0.9", "gate": "failed",
                                           "gate_reasons": f"label {HOSTILE} got worse", "lifecycle": HOSTILE})
-    registry.promote(settings, version, "production")
+    lifecycle.promote(settings, version, "production")
     write_report(settings, "training-router-v9.9.9.json", {"version": "77", "semver": HOSTILE, "gate": {
         "passed": False, "reasons": [HOSTILE]}, "created_at": store.utcnow().isoformat()})
     state = CanaryState(VariantStats("1", 20, 18), VariantStats(HOSTILE, 20, 10), 0.1, 50.0)

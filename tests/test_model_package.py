@@ -20,10 +20,10 @@ import httpx
 import numpy as np
 import pytest
 from test_features import ODD
-from test_s3_artifacts import running
 from training_support import VENV_BIN, cli_env, seed_ml_data, synthetic_rows
 
 from devservers.ports import free_port
+from devservers.processes import running
 from intelrouter import model_package, registry, tracking
 from intelrouter.classifiers import make_classifier
 from intelrouter.config import load_settings

@@ -11,7 +11,7 @@ from mirror_support import mirror, register_version
 from training_support import on_shared_tracking, shared_tracking_uri  # noqa: F401 - a fixture
 
 from devservers.ports import free_port
-from intelrouter import registry, registry_mirror
+from intelrouter import lifecycle, registry, registry_mirror
 from intelrouter import report as monitoring
 from intelrouter.capture import log_queries, record_outcomes
 from intelrouter.config import load_settings
@@ -32,28 +32,28 @@ def _state(settings) -> dict[str, tuple[str, float, bool]]:  # noqa: ANN001
 
 def test_the_mirror_follows_every_move(settings, tmp_path: Path) -> None:  # noqa: ANN001
     v1, v2, v3 = (register_version(settings, tmp_path, f"1.{i}.0", 0.9) for i in range(3))
-    registry.apply_gate(settings, v1, True, ["first"])  # training's registration step
+    lifecycle.apply_gate(settings, v1, True, ["first"])  # training's registration step
     assert _state(settings) == {v1: ("production", 100.0, True), v2: ("testing", 0.0, False),
                                 v3: ("testing", 0.0, False)}
-    registry.apply_gate(settings, v2, True, ["no regression"])
+    lifecycle.apply_gate(settings, v2, True, ["no regression"])
     assert _state(settings)[v1] == ("production", 90.0, True) and _state(settings)[v2] == ("canary", 10.0, False)
-    registry.set_canary_share(settings, 0.5)  # the canary check raising the share
+    lifecycle.set_canary_share(settings, 0.5)  # the canary check raising the share
     assert _state(settings)[v1][1] == _state(settings)[v2][1] == 50.0
-    registry.promote(settings, v2, "production")
+    lifecycle.promote(settings, v2, "production")
     assert _state(settings) == {v1: ("archived", 0.0, False), v2: ("production", 100.0, True),
                                 v3: ("testing", 0.0, False)}
-    registry.rollback(settings)
+    lifecycle.rollback(settings)
     assert _state(settings) == {v1: ("production", 100.0, True), v2: ("rejected", 0.0, False),
                                 v3: ("testing", 0.0, False)}
-    registry.promote(settings, v3, "staging")
+    lifecycle.promote(settings, v3, "staging")
     assert _state(settings)[v3] == ("canary", 10.0, False)
-    registry.clear_staging(settings, "canary rolled back")
+    lifecycle.clear_staging(settings, "canary rolled back")
     assert _state(settings)[v3] == ("rejected", 0.0, False) and _state(settings)[v1] == ("production", 100.0, True)
 
 
 def test_metadata_comes_from_the_tags_and_the_run(settings, tmp_path: Path) -> None:  # noqa: ANN001
     version = register_version(settings, tmp_path, "1.0.0", 0.875, macro_f1=0.81, threshold=0.42)
-    registry.promote(settings, version, "production")
+    lifecycle.promote(settings, version, "production")
     versions, metadata = mirror(settings)
     row, meta = versions[version], metadata[version]
     assert (row.semver, row.test_accuracy, row.answered, row.labelled) == ("1.0.0", 0.875, 0, 0)
@@ -66,7 +66,7 @@ def test_metadata_comes_from_the_tags_and_the_run(settings, tmp_path: Path) -> N
 
 def test_traffic_numbers_follow_the_answers_and_the_callers_outcomes(settings, tmp_path: Path) -> None:  # noqa: ANN001
     version = register_version(settings, tmp_path, "1.0.0", 0.9)
-    registry.promote(settings, version, "production")
+    lifecycle.promote(settings, version, "production")
     log_queries(settings, [
         {"id": f"q{i}", "text": f"text {i}", "predicted_label": "UNCERTAIN" if i == 3 else "a", "top_label": "a",
          "confidence": 0.3 if i == 3 else 0.9, "uncertain": i == 3, "model_version": version,
@@ -83,7 +83,7 @@ def test_traffic_numbers_follow_the_answers_and_the_callers_outcomes(settings, t
 
 def test_refresh_is_idempotent_and_drops_versions_gone_from_the_registry(settings, tmp_path: Path) -> None:  # noqa: ANN001
     v1, v2 = (register_version(settings, tmp_path, f"1.{i}.0", 0.9) for i in range(2))
-    registry.promote(settings, v1, "production")
+    lifecycle.promote(settings, v1, "production")
     first = mirror(settings)
     assert registry_mirror.refresh(settings) == 2 and registry_mirror.refresh(settings) == 2
     again = mirror(settings)
@@ -105,7 +105,7 @@ def test_a_database_that_is_down_never_fails_the_move(shared_tracking_uri: str, 
     settings = on_shared_tracking(monkeypatch, shared_tracking_uri)
     version = register_version(settings, tmp_path, "1.0.0", 0.9)
     with caplog.at_level(logging.WARNING, logger="intelrouter.registry_mirror"):
-        assert str(registry.promote(settings, version, "production").version) == version
+        assert str(lifecycle.promote(settings, version, "production").version) == version
     assert str(registry.alias_version(settings, "production").version) == version  # the move happened
     assert any("registry mirror" in r.getMessage() and "unreachable" in r.getMessage() for r in caplog.records)
     assert registry_mirror.refresh(settings) is None

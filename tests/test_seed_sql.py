@@ -12,7 +12,7 @@ from mirror_support import register_version
 from seed_sql import MODEL_BLOCKS, SEED_SQL
 from training_support import on_shared_tracking, shared_tracking_uri  # noqa: F401 - a fixture
 
-from intelrouter import registry, registry_mirror, store
+from intelrouter import lifecycle, registry_mirror, store
 from intelrouter.capture import log_queries, record_outcomes
 from intelrouter.groundtruth import record_feedback
 from intelrouter.report import run_report
@@ -39,10 +39,10 @@ def loop(settings, tmp_path: Path) -> dict[str, Any]:  # noqa: ANN001
     today's traffic on the first two, triaged, labelled and with callers' outcomes, then the daily report."""
     v1, v2, v3 = (register_version(settings, tmp_path, s, a) for s, a in
                   (("1.0.0", 0.91), ("1.1.0", 0.93), ("1.2.0", 0.7)))
-    assert registry.apply_gate(settings, v1, True, ["first model"]) == "production"
-    assert registry.apply_gate(settings, v2, True, ["no regression"]) == "canary"
-    assert registry.apply_gate(settings, v3, False, ["accuracy regressed"]) == "rejected"
-    registry.set_canary_share(settings, 0.5)
+    assert lifecycle.apply_gate(settings, v1, True, ["first model"]) == "production"
+    assert lifecycle.apply_gate(settings, v2, True, ["no regression"]) == "canary"
+    assert lifecycle.apply_gate(settings, v3, False, ["accuracy regressed"]) == "rejected"
+    lifecycle.set_canary_share(settings, 0.5)
     queries = [_query(f"p{i}", v1, "production") for i in range(6)]
     queries += [_query("p6", v1, "production", confidence=0.4), _query("s0", v2, "staging"),
                 _query("s1", v2, "staging", label="alarm"),
