@@ -13,13 +13,13 @@ from __future__ import annotations
 import html
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from intelrouter.config import Settings
-from intelrouter.errors import IntelRouterError, first_line
+from intelrouter.errors import IntelRouterError, NotFoundError, first_line
 from intelrouter.names import UNCERTAIN
 
 log = logging.getLogger(__name__)
@@ -100,25 +100,25 @@ def view_data(columns: Sequence[str], existing: dict[str, Any] | None = None) ->
 class Screen:
     """Builds tasks for one push: each model version is loaded once, each batch's texts scored once per version."""
 
-    def __init__(self, settings: Settings, load: Callable[[Settings, str], Any] | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._load = load
         self._routers: dict[str, Any] = {}  # model version -> Router, or None when it cannot be loaded
         self._ranked: dict[Any, list[Suggestion]] = {}
+        self._registry_down = False
 
     def _router(self, version: str) -> Any:
-        if version not in self._routers:
-            load = self._load
-            if load is None:
-                from intelrouter.loading import load_version as load  # imports MLflow: only when a model is asked
+        if version not in self._routers and not self._registry_down:
+            from intelrouter.loading import load_version  # imports MLflow: only when a push needs a model
 
             try:
-                self._routers[version] = load(self.settings, version)
+                self._routers[version] = load_version(self.settings, version)
             except IntelRouterError as exc:
+                # an unknown version: try the others; an unreachable registry: try no other in this push
+                self._registry_down = not isinstance(exc, NotFoundError)
                 log.warning("model version %s cannot be loaded (%s): its tasks show the stored guess only",
                             version, first_line(exc))
                 self._routers[version] = None
-        return self._routers[version]
+        return self._routers.get(version)
 
     def prepare(self, rows: Sequence[Any]) -> None:
         """Score a batch's texts with the model version that answered each (the router's own answers only)."""

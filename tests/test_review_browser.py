@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import DATASETS, wait_for
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select, update
 from test_dashboard_browser import VIEWPORT, browser, png_size  # noqa: F401 - browser is a fixture
 
@@ -89,10 +89,12 @@ def page(browser: Browser, review: dict[str, Any]) -> Iterator[Page]:  # noqa: F
 
 
 def open_task(page: Page, review: dict[str, Any], task: dict[str, Any]) -> None:
-    """Open a task the way a reviewer does from the task list; wait until its choices are drawn."""
+    """Open a task the way a reviewer does from the task list; wait until its quick picks are drawn (their
+    hotkeys are bound in the same step) with the guess pre-selected."""
     page.goto(f"{review['url']}/projects/{review['project_id']}/data?task={task['id']}")
-    page.locator(".lsf-choices").nth(1).locator("input[type=radio]").first.wait_for(timeout=60_000)
-    page.wait_for_timeout(500)  # hotkeys are bound once the dynamic choices are in
+    quick = page.locator(".lsf-choices").first.locator("input[type=radio]")
+    quick.nth(len(task["data"]["suggestions"]) - 1).wait_for(timeout=60_000)
+    expect(quick.first).to_be_checked()
 
 
 def quick_picks(page: Page) -> list[dict[str, Any]]:
@@ -150,6 +152,7 @@ def test_reviewer_confirms_or_corrects_the_guess_without_scrolling(
 
     open_task(page, review, second)
     page.keyboard.press("2")  # the model's second suggestion
+    expect(page.locator(".lsf-choices").first.locator("input[type=radio]").nth(1)).to_be_checked()
     assert [p["checked"] for p in quick_picks(page)] == [False, True, False]
     page.get_by_role("button", name="Submit").click()
     alternative = second["data"]["suggestions"][1]["value"]
@@ -157,14 +160,16 @@ def test_reviewer_confirms_or_corrects_the_guess_without_scrolling(
 
     open_task(page, review, third)
     chosen = next(s for s in ("weather", "translate", "timer") if s not in third["data"]["guess"])
-    page.get_by_placeholder("Filter the full list (shift+f)").fill(chosen)
-    page.locator(".lsf-choices").nth(1).get_by_text(chosen, exact=True).click()
-    assert page.locator(".lsf-choices").first.is_hidden()  # a pick in the full list hides the quick picks
+    page.keyboard.press("Shift+F")  # to the filter box
+    page.keyboard.type(chosen)
+    page.keyboard.press("Enter")  # picks the first label the filter leaves
+    expect(page.locator(".lsf-choices").first).to_be_hidden()  # a pick in the full list hides the quick picks
     page.get_by_role("button", name="Submit").click()
     answered(review, third)
 
     open_task(page, review, fourth)
     page.keyboard.press("0")  # None of these / new label
+    expect(page.locator(".lsf-choices").first).to_be_hidden()
     page.get_by_role("button", name="Submit").click()
     answered(review, fourth)
 

@@ -13,6 +13,7 @@ from sqlalchemy import update
 from test_review import ls, ls_settings, seed, tasks_of, with_project  # noqa: F401 - ls, ls_settings are fixtures
 from training_support import seed_ml_data, shared_tracking_uri, synthetic_rows  # noqa: F401 - a fixture
 
+from devservers.ports import free_port
 from intelrouter import jobs, loading, review_project, review_push, review_screen, store
 from intelrouter.config import Settings, load_settings
 from intelrouter.labelstudio import LabelStudioClient
@@ -138,3 +139,21 @@ def test_setup_keeps_one_review_queue_first_with_our_columns(
     shown = {c for c in ls.columns(pid) if f"tasks:{c}" not in ours["hiddenColumns"]["explore"]}
     assert shown == {"id", "data.priority", "data.guess", "data.confidence", "data.count", "data.language",
                      "data.text", "total_annotations", "cancelled_annotations", "annotators"}
+
+
+@pytest.mark.labelstudio
+def test_an_unreachable_registry_costs_one_try_and_the_push_goes_on(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    ids = seed(ls_settings, [{"top_label": "weather", "confidence": 0.3, "model_version": "1"},
+                             {"top_label": "book_flight", "confidence": 0.4, "model_version": "2"}])
+    settings = with_project(ls_settings, monkeypatch)
+    monkeypatch.setenv("INTELROUTER_MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    tried: list[str] = []
+    real_load = loading.load_version
+    monkeypatch.setattr(loading, "load_version", lambda s, v: tried.append(str(v)) or real_load(s, v))
+    assert review_push.push(load_settings()).pushed == 2
+    assert tried == ["1"]  # version 2 was not tried: the registry did not answer for version 1
+    data = {t["data"]["query_id"]: t["data"] for t in tasks_of(ls, settings.label_studio_project_id)}
+    assert data[ids[0]]["suggestion_line"] == "Model: weather 30 %"
+    assert [s["value"] for s in data[ids[1]]["suggestions"]] == ["book_flight"]
