@@ -163,7 +163,8 @@ def main() -> None:
         t_repull = time.perf_counter() - t
         assert again.written == 0 and again.unchanged == n, again
         with store.connect(settings) as conn:
-            written = conn.execute(select(func.count()).select_from(store.ml_data)).scalar()
+            written = conn.execute(select(func.count()).select_from(store.ml_data)
+                                   .where(store.ml_data.c.source == "label-studio")).scalar()
         assert written == pulled.approved, (written, pulled)
         ls.close()
     finally:

@@ -42,7 +42,10 @@ def review(label_studio: LabelStudioServer, tmp_path_factory: pytest.TempPathFac
     overrides = {"data_dir": root / "data", "database_url": f"sqlite:///{root / 'intelrouter.db'}",
                  "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "label_studio_url": label_studio.url,
                  "label_studio_api_key": TOKEN}
-    settings = load_settings(**overrides)
+    with pytest.MonkeyPatch.context() as mp:  # module scope: the per-test clean environment is not there yet
+        for key in [k for k in os.environ if k.startswith("INTELROUTER_")]:
+            mp.delenv(key)
+        settings = load_settings(**overrides)
     data = json.loads((DATASETS / "clinc150" / "data_full.json").read_text())
     per_label: dict[str, int] = {}
     rows = []
@@ -65,7 +68,7 @@ def review(label_studio: LabelStudioServer, tmp_path_factory: pytest.TempPathFac
     with store.connect(settings) as conn:
         conn.execute(update(store.queries).values(review_status=store.NEEDS_REVIEW, review_priority=2))
     project_id = review_project.setup_project(settings, title=f"browser-{uuid.uuid4().hex[:8]}")
-    settings = load_settings(**overrides, label_studio_project_id=project_id)
+    settings = settings.model_copy(update={"label_studio_project_id": project_id})
     assert review_push.push(settings).pushed == 4
     with LabelStudioClient(label_studio.url, TOKEN) as ls:
         tasks = [t for page in ls.iter_tasks(project_id) for t in page]  # push order: least confident first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -64,8 +65,11 @@ def trained(shared_tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) 
     """A version registered by the real training job on the session's MLflow store, under a model name of its own."""
     root: Path = tmp_path_factory.mktemp("trained")
     name = f"m{uuid.uuid4().hex[:10]}"
-    settings = load_settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'train.db'}",
-                             mlflow_tracking_uri=shared_tracking_uri, model_name=name, mlflow_experiment=name)
+    with pytest.MonkeyPatch.context() as mp:  # module scope: the per-test clean environment is not there yet
+        for key in [k for k in os.environ if k.startswith("INTELROUTER_")]:
+            mp.delenv(key)
+        settings = load_settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'train.db'}",
+                                 mlflow_tracking_uri=shared_tracking_uri, model_name=name, mlflow_experiment=name)
     seed_ml_data(settings, synthetic_rows(per_label=30, oos=20))
     version = jobs.train(settings).version
     yield {"name": name, "version": str(version), "router": loading.load_version(settings, version)}
