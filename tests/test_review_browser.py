@@ -32,6 +32,7 @@ from intelrouter.labelstudio import LabelStudioClient
 from intelrouter.loading import load_version
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.embedded]  # the store is SQLite of its own: run once
+WAIT_MS = 60_000  # for the page to react: generous, the machine may be busy
 PER_LABEL = 10  # CLINC150 training rows per label: enough for a model whose top 3 make sense, fast to fit
 
 
@@ -95,9 +96,10 @@ def open_task(page: Page, review: dict[str, Any], task: dict[str, Any]) -> None:
     """Open a task the way a reviewer does from the task list; wait until its quick picks are drawn (their
     hotkeys are bound in the same step) with the guess pre-selected."""
     page.goto(f"{review['url']}/projects/{review['project_id']}/data?task={task['id']}")
+    page.wait_for_load_state("networkidle")  # the Data Manager opens its default tab, then the task
     quick = page.locator(".lsf-choices").first.locator("input[type=radio]")
-    quick.nth(len(task["data"]["suggestions"]) - 1).wait_for(timeout=60_000)
-    expect(quick.first).to_be_checked()
+    expect(quick).to_have_count(len(task["data"]["suggestions"]), timeout=WAIT_MS)
+    expect(quick.first).to_be_checked(timeout=WAIT_MS)
 
 
 def quick_picks(page: Page) -> list[dict[str, Any]]:
@@ -155,7 +157,7 @@ def test_reviewer_confirms_or_corrects_the_guess_without_scrolling(
 
     open_task(page, review, second)
     page.keyboard.press("2")  # the model's second suggestion
-    expect(page.locator(".lsf-choices").first.locator("input[type=radio]").nth(1)).to_be_checked()
+    expect(page.locator(".lsf-choices").first.locator("input[type=radio]").nth(1)).to_be_checked(timeout=WAIT_MS)
     assert [p["checked"] for p in quick_picks(page)] == [False, True, False]
     page.get_by_role("button", name="Submit").click()
     alternative = second["data"]["suggestions"][1]["value"]
@@ -166,13 +168,14 @@ def test_reviewer_confirms_or_corrects_the_guess_without_scrolling(
     page.keyboard.press("Shift+F")  # to the filter box
     page.keyboard.type(chosen)
     page.keyboard.press("Enter")  # picks the first label the filter leaves
-    expect(page.locator(".lsf-choices").first).to_be_hidden()  # a pick in the full list hides the quick picks
+    # a pick in the full list hides the quick picks: it is the answer
+    expect(page.locator(".lsf-choices").first).to_be_hidden(timeout=WAIT_MS)
     page.get_by_role("button", name="Submit").click()
     answered(review, third)
 
     open_task(page, review, fourth)
     page.keyboard.press("0")  # None of these / new label
-    expect(page.locator(".lsf-choices").first).to_be_hidden()
+    expect(page.locator(".lsf-choices").first).to_be_hidden(timeout=WAIT_MS)
     page.get_by_role("button", name="Submit").click()
     answered(review, fourth)
 
