@@ -33,6 +33,8 @@ BATCH_SIZE = 1000  # tasks per import / per pulled page: ~1 s each on Label Stud
 
 # review_tasks.status
 PENDING, PUSHED, COMPLETED, SKIPPED = "pending", "pushed", "completed", "skipped"
+# Label Studio serves the tasks in Data Manager order (push order by default): the push sends the most useful first
+SEQUENTIAL = "Sequential sampling"
 
 
 def guess(row: Any) -> str | None:
@@ -111,8 +113,11 @@ def setup_project(settings: Settings, *, title: str = PROJECT_TITLE, client: Lab
         else:
             project = ls.find_project(title)
         if project is None:
-            return int(ls.create_project(title, labeling_config(labels), PROJECT_DESCRIPTION)["id"])
-        ensure_labels(ls, project, labels)
+            project = ls.create_project(title, labeling_config(labels), PROJECT_DESCRIPTION)
+        else:
+            ensure_labels(ls, project, labels)
+        if project.get("sampling") != SEQUENTIAL:
+            ls.update_project(int(project["id"]), sampling=SEQUENTIAL)
         return int(project["id"])
 
 
