@@ -47,6 +47,10 @@ def world(teacher_share: float, seed: int = 0) -> pd.DataFrame:
     return frame.drop_duplicates("text_key").reset_index(drop=True)
 
 
+def _wrong(frame: pd.DataFrame) -> float:
+    return float((frame["label"] != frame["true"]).mean())
+
+
 def main() -> None:
     """Run the bench and print the markdown block."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -73,8 +77,7 @@ def main() -> None:
     caught = flagged[flagged["label"] != flagged["true"]]
     kept = auto[~auto["text_key"].isin(flagged["text_key"])]
     wrong_after = (kept["label"] != kept["true"]).mean()
-    train_wrong = lambda f: (f["label"] != f["true"]).sum() / len(f)  # noqa: E731
-    before_all, after_all = train_wrong(frame), train_wrong(frame[~frame["text_key"].isin(flagged["text_key"])])
+    before_all, after_all = _wrong(frame), _wrong(frame[~frame["text_key"].isin(flagged["text_key"])])
     print(f"""## Teacher audit (cleanlab)
 
 Command: `.venv/bin/python bench/label_audit.py --teacher-share {args.teacher_share} --folds {args.folds}`

@@ -60,7 +60,7 @@ class AuditResult:
                 "by_source": self.by_source, "flagged_share": share, "skipped": self.skipped}
 
 
-def out_of_fold(texts: list[str], labels: np.ndarray, params: dict[str, Any], classifier: str, C: float,  # noqa: N803
+def out_of_fold(texts: list[str], labels: np.ndarray, params: dict[str, Any], classifier: str, C: float,
                 folds: int, random_state: int) -> np.ndarray:
     """Out-of-fold class probabilities (rows x sorted classes) of the pipeline: features fitted once, the
     classifier cross-validated by stratified k-fold."""
@@ -75,7 +75,7 @@ def out_of_fold(texts: list[str], labels: np.ndarray, params: dict[str, Any], cl
                                  method="predict_proba")
 
 
-def find_issues(frame: pd.DataFrame, settings: Settings, params: dict[str, Any], classifier: str, C: float,  # noqa: N803
+def find_issues(frame: pd.DataFrame, settings: Settings, params: dict[str, Any], classifier: str, C: float,
                 random_state: int) -> tuple[pd.DataFrame, int]:
     """The likely label errors among the frame's auto-approved and feedback rows, most suspect first (columns of
     the frame plus `suggested` and `quality`, the out-of-fold probability of the given label); and how many rows
@@ -97,7 +97,7 @@ def find_issues(frame: pd.DataFrame, settings: Settings, params: dict[str, Any],
 
 
 def screen(frame: pd.DataFrame, splits: Splits, settings: Settings, params: dict[str, Any], classifier: str,
-           C: float, random_state: int) -> tuple[Splits, AuditResult]:  # noqa: N803 - sklearn's name
+           C: float, random_state: int) -> tuple[Splits, AuditResult]:
     """Audit the labels no human gave; the splits without the flagged train and validation rows, and the result."""
     if not settings.audit_labels:
         return splits, AuditResult(False, skipped="off (INTELROUTER_AUDIT_LABELS=false)")

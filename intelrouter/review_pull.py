@@ -123,23 +123,25 @@ def _apply(
     settings: Settings, project_id: int, answers: Sequence[_Answer], result: PullResult, limit: int | None
 ) -> None:
     """Store one page of answers in one transaction, each fanned out to every query of its task: ml_data, the
-    queries' statuses (`groundtruth.settle`), their review_tasks rows."""
+    queries' statuses (`groundtruth.settle_all`), their review_tasks rows."""
     q, r = store.queries, store.review_tasks
+    ledger_cols = (r.c.query_id, r.c.task_id, r.c.status, r.c.annotation_id, r.c.completed_at, r.c.human_label)
     with store.connect(settings) as conn:
         members: dict[int, list[Any]] = {}
-        for row in conn.execute(select(r.c.query_id, r.c.task_id, r.c.status, r.c.annotation_id, r.c.completed_at)
-                                .where(r.c.project_id == project_id, r.c.task_id.in_([a.task_id for a in answers]))):
+        for row in conn.execute(select(*ledger_cols).where(r.c.project_id == project_id,
+                                                           r.c.task_id.in_([a.task_id for a in answers]))):
             members.setdefault(row.task_id, []).append(row)
         # a task this database never recorded (pushed before a restore from backup, say): its query is adopted
         strays = [a.query_id for a in answers if a.task_id not in members]
         held = {row.query_id: row for row in conn.execute(
-            select(r.c.query_id, r.c.task_id, r.c.status, r.c.annotation_id, r.c.completed_at)
-            .where(r.c.project_id == project_id, r.c.query_id.in_(strays)))}
+            select(*ledger_cols).where(r.c.project_id == project_id, r.c.query_id.in_(strays)))}
         ids = {row.query_id for rows in members.values() for row in rows} | set(strays)
         queries = {row.id: row for row in conn.execute(
             select(q.c.id, q.c.text, q.c.language, q.c.predicted_label, q.c.top_label, q.c.text_key)
             .where(q.c.id.in_(ids)))}
         updates: list[dict[str, Any]] = []
+        settled: list[groundtruth.Answer] = []
+        corrected: list[tuple[list[Any], str]] = []
         for answer in answers:
             if answer.task_id in members:
                 ledger = [(row.query_id, row) for row in members[answer.task_id] if row.query_id in queries]
@@ -148,24 +150,28 @@ def _apply(
             else:
                 result.unknown += 1
                 continue
-            todo = [queries[qid] for qid, row in ledger if not _already_pulled(row, answer)]
+            todo = [(queries[qid], row) for qid, row in ledger if not _already_pulled(row, answer)]
             if not todo:
                 result.unchanged += 1
                 continue
             if limit is not None and result.written >= limit:
                 break
-            groundtruth.settle(conn, todo, answer.label, skipped=answer.status == SKIPPED,
-                                         reviewer=answer.reviewer, shares=settings.split_shares)
-            _count(result, answer, queries.get(answer.query_id, todo[0]), len(todo))
-            if answer.label is not None:
-                _follow_correction(conn, todo, answer.label)
-            for query in todo:
+            settled.append(groundtruth.Answer([query for query, _ in todo], answer.label, answer.reviewer,
+                                              answer.status == SKIPPED))
+            _count(result, answer, queries.get(answer.query_id, todo[0][0]), len(todo))
+            changed = [query for query, row in todo if row is not None and row.human_label not in (None, answer.label)]
+            if changed and answer.label is not None:
+                corrected.append((changed, answer.label))
+            for query, _ in todo:
                 values = _ledger_values(query, answer)
                 if answer.task_id in members or query.id in held:
                     updates.append(values)
                 else:
                     conn.execute(r.insert().values(project_id=project_id, text_key=query.text_key, **values))
                     held[query.id] = None  # a second task for the same query updates, not re-inserts
+        groundtruth.settle_all(conn, settled, shares=settings.split_shares)
+        for queries_changed, label in corrected:
+            _follow_correction(conn, queries_changed, label)
         if updates:
             names = [k for k in updates[0] if k != "query_id"]
             stmt = (

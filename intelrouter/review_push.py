@@ -79,13 +79,14 @@ class Group:
         """Every member is under audit: no pre-selected guess, so the reviewer's answer is not anchored on it."""
         return all(m.audit_u is not None for m in self.members)
 
-    # the representative's fields, so review_project.guess(group) reads the guess shown
     @property
-    def top_label(self) -> str | None:  # noqa: D102
+    def top_label(self) -> str | None:
+        """The representative's top label (so `review_project.guess(group)` reads the guess the task shows)."""
         return self.representative.top_label
 
     @property
-    def predicted_label(self) -> str | None:  # noqa: D102
+    def predicted_label(self) -> str | None:
+        """The representative's predicted label."""
         return self.representative.predicted_label
 
 

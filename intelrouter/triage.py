@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from intelrouter import store
 from intelrouter.config import Settings
-from intelrouter.groundtruth import settle, upsert_label
+from intelrouter.groundtruth import Answer, settle_all, upsert_label
 from intelrouter.jsonfiles import write_report
 from intelrouter.keys import text_key
 from intelrouter.names import SOURCE_PRECEDENCE, UNCERTAIN
@@ -128,13 +128,10 @@ def resolve_known_texts(conn: Connection, settings: Settings, rows: Sequence[Any
     if not settings.resolve_known_texts or not rows:
         return done
     known = known_answers(conn, (row.text_key for row in rows))
-    for row in rows:
-        if row.text_key not in known:
-            continue
-        label, note = known[row.text_key]
-        settle(conn, [row], label, reviewer=note, shares=settings.split_shares)
-        done.approved += label is not None
-        done.rejected += label is None
+    answers = [Answer([row], *known[row.text_key]) for row in rows if row.text_key in known]
+    settle_all(conn, answers, shares=settings.split_shares)
+    done.approved = sum(a.label is not None for a in answers)
+    done.rejected = len(answers) - done.approved
     return done
 
 

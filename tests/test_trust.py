@@ -93,6 +93,18 @@ def test_migration_keys_waiting_queries_and_the_ledger(settings: Settings) -> No
         ledger = conn.execute(select(store.review_tasks.c.text_key)).scalar()
     assert keys == {"w": text_key("where is my parcel"), "a": None} and ledger == keys["w"]
 
+    from alembic import command
+
+    with store.get_engine(settings).begin() as conn:  # and back down, views kept
+        cfg = store._alembic_config(settings.db_url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    assert store.current_revision(settings) == "0002"
+    with store.connect(settings, migrate=False) as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM training_queue")).scalar() == 1
+    store.dispose_engines()
+    assert store.upgrade(settings) == "0003_review_groups"
+
 
 # --- through a real Label Studio --------------------------------------------------------------------------------
 

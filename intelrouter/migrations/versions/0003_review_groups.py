@@ -59,7 +59,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop the audits table and the key columns."""
+    """Drop the audits table and the key columns (the views are set aside while SQLite rebuilds the tables)."""
+    from intelrouter.store import VIEWS
+
+    for name in VIEWS:
+        op.execute(f"DROP VIEW IF EXISTS {name}")
     op.drop_table("audits")
     op.drop_index("ix_review_tasks_project_text_key", "review_tasks")
     with op.batch_alter_table("review_tasks") as batch:
@@ -67,3 +71,5 @@ def downgrade() -> None:
     op.drop_index("ix_queries_text_key", "queries")
     with op.batch_alter_table("queries") as batch:
         batch.drop_column("text_key")
+    for name, sql in VIEWS.items():
+        op.execute(f"CREATE VIEW {name} AS {sql}")
