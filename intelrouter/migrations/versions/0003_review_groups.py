@@ -59,17 +59,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop the audits table and the key columns (the views are set aside while SQLite rebuilds the tables)."""
-    from intelrouter.store import VIEWS
-
-    for name in VIEWS:
-        op.execute(f"DROP VIEW IF EXISTS {name}")
+    """Drop the audits table and the key columns (a plain DROP COLUMN: rebuilding `queries` on SQLite would trip
+    the foreign keys of the rows that reference it)."""
     op.drop_table("audits")
     op.drop_index("ix_review_tasks_project_text_key", "review_tasks")
-    with op.batch_alter_table("review_tasks") as batch:
-        batch.drop_column("text_key")
+    op.execute("ALTER TABLE review_tasks DROP COLUMN text_key")
     op.drop_index("ix_queries_text_key", "queries")
-    with op.batch_alter_table("queries") as batch:
-        batch.drop_column("text_key")
-    for name, sql in VIEWS.items():
-        op.execute(f"CREATE VIEW {name} AS {sql}")
+    op.execute("ALTER TABLE queries DROP COLUMN text_key")
