@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     hash_salt: str = Field("intelrouter", description="Salt for hashing user ids and phone numbers.")
 
     # Human review: one task per question, the teacher audit, trust in each provider (issue 16)
+    review_groups: bool = Field(True, description=(
+        "One review task per question (queries grouped by text key); false: one task per query, as seed 004 did."))
     resolve_known_texts: bool = Field(True, description=(
         "Settle a query waiting for review whose text a human already answered (label or none of these) without "
         "a new task."))

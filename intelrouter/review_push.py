@@ -3,7 +3,8 @@
 Queries are grouped by the key of their text (`keys.text_key`: case, spacing, punctuation ignored): a group is one
 task, showing how many queries share it, over how many users and languages, and its answer fans out to each of
 them (`review_pull`). Queries of a text whose task is still open join it (a ledger row, nothing imported); queries
-of a text a human already answered are settled without a task (`triage.resolve_known_texts`).
+of a text a human already answered are settled without a task (`triage.resolve_known_texts`). With the
+`review_groups` setting off, each query is a task of its own (the seed's way; a baseline to measure against).
 
 Order: priority tier first (2, then 5), then the expected value of the answer, the sum of the group's
 uncertainties (1 - confidence; an audited label counts as its audit's uncertainty): uncertainty x how many queries
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, literal, or_, select, update
 from sqlalchemy.engine import Connection
 
 from intelrouter import store
@@ -43,6 +44,7 @@ from intelrouter.review_project import (
 from intelrouter.triage import HUMAN_REVIEW, resolve_known_texts
 
 NO_PRIORITY = 99  # a query waiting without a priority goes after both tiers
+SINGLE = "query:"  # the group key of a query pushed on its own (setting review_groups off)
 
 
 @dataclass
@@ -60,9 +62,9 @@ class PushResult:
 
 @dataclass
 class Group:
-    """The queries waiting for review that share one text key: one task."""
+    """The queries waiting for review that share one text key (or one query, with review_groups off): one task."""
 
-    text_key: str
+    text_key: str  # the group key: the text key, or "query:<id>"
     members: list[Any]  # query rows, the representative (newest) first
     priority: int
     value: float  # sum of the members' uncertainties: uncertainty x how many queries the answer resolves
@@ -95,7 +97,7 @@ def task_data(group: Group) -> dict[str, Any]:
     rep = group.representative
     return {
         "text": rep.text, "language": rep.language, "priority": group.priority, "query_id": rep.id,
-        "text_key": group.text_key, "count": len(group.members), "users": group.users,
+        "text_key": rep.text_key, "count": len(group.members), "users": group.users,
         "languages": ", ".join(group.languages), "value": round(group.value, 4),
     }
 
@@ -174,41 +176,50 @@ def _join_open_tasks(conn: Connection, project_id: int) -> list[tuple[Any, int]]
     return [(row, row.task_id) for row in rows]
 
 
-def _select_groups(conn: Connection, project_id: int, limit: int | None) -> list[str]:
-    """Text keys of the groups to push, in review order: priority tier, value (descending), oldest first."""
+def _group_key(grouped: bool) -> Any:
+    """The SQL expression of a query's group key: its text key, or (ungrouped) "query:<id>"."""
+    q = store.queries
+    return q.c.text_key if grouped else literal(SINGLE) + q.c.id
+
+
+def _select_groups(conn: Connection, project_id: int, limit: int | None, grouped: bool = True) -> list[str]:
+    """Keys of the groups to push, in review order: priority tier, value (descending), oldest first."""
     q = store.queries
     audits = _open_audits()
     source, where = _untasked(project_id)
     uncertainty = func.coalesce(audits.c.u, 1.0 - q.c.confidence)
     priority = func.min(func.coalesce(q.c.review_priority, NO_PRIORITY))
+    key = _group_key(grouped).label("group_key")
     stmt = (
-        select(q.c.text_key)
+        select(key)
         .select_from(source.outerjoin(audits, audits.c.query_id == q.c.id))
         .where(*where)
-        .group_by(q.c.text_key)
-        .order_by(priority, func.sum(uncertainty).desc(), func.min(q.c.created_at), q.c.text_key)
+        .group_by(key)
+        .order_by(priority, func.sum(uncertainty).desc(), func.min(q.c.created_at), key)
     )
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(conn.execute(stmt).scalars())
 
 
-def load_groups(conn: Connection, project_id: int, keys: Sequence[str]) -> list[Group]:
-    """The groups of these text keys (their untasked waiting queries), in the order of `keys`."""
+def load_groups(conn: Connection, project_id: int, keys: Sequence[str], grouped: bool = True) -> list[Group]:
+    """The groups of these keys (their untasked waiting queries), in the order of `keys`."""
     q = store.queries
     audits = _open_audits()
     source, where = _untasked(project_id)
+    key = _group_key(grouped)
     members: dict[str, list[Any]] = {}
     for start in range(0, len(keys), 1000):
         stmt = (
             select(q.c.id, q.c.text, q.c.text_key, q.c.language, q.c.user_hash, q.c.review_priority, q.c.confidence,
-                   q.c.predicted_label, q.c.top_label, q.c.model_version, q.c.created_at, audits.c.u.label("audit_u"))
+                   q.c.predicted_label, q.c.top_label, q.c.model_version, q.c.created_at, audits.c.u.label("audit_u"),
+                   key.label("group_key"))
             .select_from(source.outerjoin(audits, audits.c.query_id == q.c.id))
-            .where(*where, q.c.text_key.in_(keys[start : start + 1000]))
+            .where(*where, key.in_(keys[start : start + 1000]))
             .order_by(q.c.created_at.desc(), q.c.id.desc())
         )
         for row in conn.execute(stmt):
-            members.setdefault(row.text_key, []).append(row)
+            members.setdefault(row.group_key, []).append(row)
     groups = []
     for key in keys:
         rows = members.get(key)
@@ -227,11 +238,11 @@ def load_groups(conn: Connection, project_id: int, keys: Sequence[str]) -> list[
 
 
 def _record_intent(settings: Settings, project_id: int, rows: Sequence[Any]) -> None:
-    """Before importing: a pending review_tasks row per query (with its text key), so a crash leaves a trace."""
+    """Before importing: a pending review_tasks row per query (with its group key), so a crash leaves a trace."""
     now = store.utcnow()
     intents = [
         {"query_id": row.id, "project_id": project_id, "priority": row.review_priority, "status": PENDING,
-         "text_key": row.text_key, "updated_at": now}
+         "text_key": getattr(row, "group_key", None) or row.text_key, "updated_at": now}
         for row in rows
     ]
     if not intents:
@@ -261,7 +272,7 @@ def _record_pushed(settings: Settings, project_id: int, pairs: Sequence[tuple[st
 
 
 def reconcile(settings: Settings, ls: LabelStudioClient, project_id: int) -> int:
-    """Adopt tasks an interrupted push created but did not record (matched by text key); returns how many."""
+    """Adopt tasks an interrupted push created but did not record (matched by group key); returns how many."""
     r = store.review_tasks
     with store.connect(settings) as conn:
         pending = set(conn.execute(
@@ -274,9 +285,10 @@ def reconcile(settings: Settings, ls: LabelStudioClient, project_id: int) -> int
     # Task ids only grow and every recorded task is older than any unrecorded one: list only the newer.
     for page in ls.iter_tasks(project_id, after_id=int(known), page_size=5000):
         for task in page:
-            key = (task.get("data") or {}).get("text_key")
-            if key in pending and key not in found:
-                found[key] = int(task["id"])
+            data = task.get("data") or {}
+            for key in (data.get("text_key"), f"{SINGLE}{data.get('query_id')}"):
+                if key in pending and key not in found:
+                    found[key] = int(task["id"])
     _record_pushed(settings, project_id, list(found.items()))
     return len(found)
 
@@ -288,13 +300,14 @@ def _prepare(settings: Settings, project_id: int, limit: int | None, result: Pus
         result.resolved = _resolve_known(conn, settings, project_id)
         source, where = _untasked(project_id)
         result.selected = conn.execute(select(func.count()).select_from(source).where(*where)).scalar() or 0
-        joining = _join_open_tasks(conn, project_id)
+        joining = _join_open_tasks(conn, project_id) if settings.review_groups else []
     if joining:
         _record_intent(settings, project_id, [row for row, _ in joining])
         _record_pushed(settings, project_id, sorted({(row.text_key, tid) for row, tid in joining}))
         result.joined = len(joining)
+    grouped = settings.review_groups
     with store.connect(settings) as conn:
-        return load_groups(conn, project_id, _select_groups(conn, project_id, limit))
+        return load_groups(conn, project_id, _select_groups(conn, project_id, limit, grouped), grouped)
 
 
 def push(

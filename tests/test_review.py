@@ -610,3 +610,27 @@ def test_push_orders_by_tier_then_value_and_label_studio_serves_that_order(
         served = ls.request("GET", f"/api/projects/{project_id}/next")
         assert served["id"] == expected["id"]
         ls.create_annotation(served["id"], choice("book_flight"))
+
+
+@pytest.mark.labelstudio
+def test_review_groups_off_pushes_each_query_as_its_own_task_and_still_adopts(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = seed(ls_settings, [{"text": copies("where is my parcel", j), "confidence": 0.2 + 0.1 * j} for j in range(4)])
+    monkeypatch.setenv("INTELROUTER_REVIEW_GROUPS", "false")
+    settings = with_project(ls_settings, monkeypatch)
+    real = review_push._record_pushed
+
+    def crash(*args: Any) -> None:
+        raise RuntimeError("process killed after the import, before recording it")
+
+    monkeypatch.setattr(review_push, "_record_pushed", crash)
+    with pytest.raises(RuntimeError, match="process killed"):
+        review_push.push(settings, batch_size=2)
+    monkeypatch.setattr(review_push, "_record_pushed", real)
+    result = review_push.push(settings, batch_size=2)
+    assert (result.adopted, result.pushed) == (2, 2)  # the first batch adopted by query, the rest sent
+    tasks = tasks_of(ls, settings.label_studio_project_id)
+    assert [t["data"]["query_id"] for t in tasks] == ids  # one each, the least confident first: the seed's order
+    assert {(t["data"]["count"], t["data"]["text_key"]) for t in tasks} == {(1, text_key("where is my parcel"))}
+    assert {r.task_id for r in ledger(settings).values()} == {t["id"] for t in tasks}
