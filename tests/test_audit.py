@@ -134,7 +134,8 @@ def test_training_leaves_flagged_rows_out_sends_them_to_review_once_and_logs_the
     assert {(q.review_status, q.review_priority) for q in queued.values()} == {(store.NEEDS_REVIEW, 2)}
     assert metrics["audit_queued"] == len(flagged_queries)
 
-    answered = sorted(flagged_queries)[0]  # a reviewer answers one of them (the pull's path)
+    planted_ids = {qids[int(i)] for i in wrong["id"]}
+    answered = sorted(flagged_queries & planted_ids)[0]  # a reviewer corrects one of them (the pull's path)
     with store.connect(tracked) as conn:
         query = _queries(tracked, [answered])[answered]
         groundtruth.settle(conn, [query], frame.loc[frame["text"] == query.text, "true"].item(), reviewer="r@x",
