@@ -1,4 +1,4 @@
-"""Bench: push 10 000 review tasks with predictions and pull 10 000 annotations against a real Label Studio.
+"""Bench: push 10 000 waiting queries as review tasks with predictions, pull their answers, against a real Label Studio.
 
 Run: .venv/bin/python bench/labelstudio_sync.py [--tasks 10000] [--rounds 3] [--database-url URL]
 (Label Studio from $LABEL_STUDIO_VENV, default .venv-labelstudio: run `bash .ci/labelstudio.sh` once.)
@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select, update
 
@@ -74,25 +75,31 @@ def annotated_copy(settings: Settings, ls: LabelStudioClient, project_id: int, b
     as if pushed: the pull then has 10 000 real answers to fetch (Label Studio has no bulk-annotate call)."""
     rng = random.Random(7)
     with store.connect(settings) as conn:
-        rows = review_push._select_for_push(conn, project_id, None)
+        groups = waiting_groups(conn, project_id)
     screen = Screen(settings)  # not prepared: the stored guess only, the pull bench needs no suggestions
-    for start in range(0, len(rows), batch):
-        chunk = rows[start : start + batch]
+    for start in range(0, len(groups), batch):
+        chunk = groups[start : start + batch]
         tasks = []
-        for row in chunk:
-            task = review_push._task(row, screen)
+        for group in chunk:
+            task = review_push._task(group, screen)
             roll = rng.random()
             if roll < 0.1:
                 task["annotations"] = [{"result": [], "was_cancelled": True}]
             else:
-                label = review_project.NONE_CHOICE if roll < 0.15 else (row.top_label if roll < 0.8 else "translate")
+                label = review_project.NONE_CHOICE if roll < 0.15 else (group.top_label if roll < 0.8 else "translate")
                 task["annotations"] = [{"result": [{"from_name": "label", "to_name": "text", "type": "choices",
                                                     "value": {"choices": [label]}}]}]
             tasks.append(task)
         ids = ls.import_tasks(project_id, tasks)
-        review_push._record_intent(settings, project_id, chunk)
-        review_push._record_pushed(settings, project_id, [(row.id, tid) for row, tid in zip(chunk, ids, strict=True)])
-    return len(rows)
+        review_push._record_intent(settings, project_id, [m for g in chunk for m in g.members])
+        review_push._record_pushed(settings, project_id,
+                                   [(g.text_key, tid) for g, tid in zip(chunk, ids, strict=True)])
+    return len(groups)
+
+
+def waiting_groups(conn: Any, project_id: int) -> list[review_push.Group]:
+    """Every group a push to `project_id` would send now, in its order."""
+    return review_push.load_groups(conn, project_id, review_push._select_groups(conn, project_id, None))
 
 
 def main() -> None:
@@ -117,17 +124,20 @@ def main() -> None:
         ls = LabelStudioClient(server.url, TOKEN)
         config = ls.get_project(review_project.setup_project(settings, title="bench setup"))["label_config"]
         with store.connect(settings) as conn:  # the anchor imports exactly what the push sends
-            rows = review_push._select_for_push(conn, -1, None)
+            review_push.fill_text_keys(conn)
+            groups = waiting_groups(conn, -1)
+        reps = [g.representative for g in groups]
         t_screen = []
         for _ in range(2):  # the suggestions alone: load the version, score every text (as one push does)
             t = time.perf_counter()
             screen = Screen(settings)
-            for start in range(0, n, review_project.BATCH_SIZE):
-                screen.prepare(rows[start : start + review_project.BATCH_SIZE])
+            for start in range(0, len(reps), review_project.BATCH_SIZE):
+                screen.prepare(reps[start : start + review_project.BATCH_SIZE])
             t_screen.append(time.perf_counter() - t)
-        screen.prepare(rows)
-        payload = [review_push._task(row, screen) for row in rows]
+        screen.prepare(reps)
+        payload = [review_push._task(group, screen) for group in groups]
         assert all(len(task["data"]["suggestions"]) == 3 for task in payload)
+        tasks = len(payload)  # one per distinct text (CLINC150 repeats a few)
 
         # Interleaved rounds (ours, raw, raw, ours, ...) on a shared, noisy machine; each into a fresh project.
         t_push, t_raw_import = [], []
@@ -136,7 +146,7 @@ def main() -> None:
                 project_id = ls.create_project(f"bench {kind} {r}", config)["id"]
                 t = time.perf_counter()
                 if kind == "ours":
-                    assert review_push.push(settings, project_id=project_id).pushed == n
+                    assert review_push.push(settings, project_id=project_id).pushed == tasks
                     t_push.append(time.perf_counter() - t)
                     pushed_project = project_id
                 else:
@@ -151,21 +161,23 @@ def main() -> None:
         t_raw_list = []
         for _ in range(2):  # before and after the pull: Label Studio's own cost of serving the answers
             t = time.perf_counter()
-            assert sum(len(page) for page in ls.annotated_tasks(pull_project)) == n
+            assert sum(len(page) for page in ls.annotated_tasks(pull_project)) == tasks
             t_raw_list.append(time.perf_counter() - t)
             if len(t_raw_list) == 1:
                 t = time.perf_counter()
                 pulled = review_pull.pull(settings, project_id=pull_project)
                 t_pull = time.perf_counter() - t
-                assert pulled.written == n, pulled
+                assert pulled.written == tasks and pulled.queries == n, pulled
         t = time.perf_counter()
         again = review_pull.pull(settings, project_id=pull_project)
         t_repull = time.perf_counter() - t
-        assert again.written == 0 and again.unchanged == n, again
+        assert again.written == 0 and again.unchanged == tasks, again
         with store.connect(settings) as conn:
             written = conn.execute(select(func.count()).select_from(store.ml_data)
                                    .where(store.ml_data.c.source == "label-studio")).scalar()
-        assert written == pulled.approved, (written, pulled)
+            q = store.queries
+            approved = conn.execute(select(func.count()).where(q.c.review_status == store.APPROVED)).scalar()
+        assert written == approved, (written, pulled)
         ls.close()
     finally:
         server.stop()
@@ -183,15 +195,15 @@ and raw import interleaved, each into a fresh project, medians of {args.rounds})
 
 | measure | IntelRouter | anchor | ratio |
 |---|---:|---:|---:|
-| push {n:,} tasks with predictions and top-3 suggestions | {push_s:.1f} s ({n / push_s:,.0f} tasks/s) \
-| raw single-POST import of the same tasks {raw_s:.1f} s | {push_s / raw_s:.2f}× |
-| of which the suggestions (load the version, score {n:,} texts) | {screen_s:.1f} s | push {push_s:.1f} s \
+| push {n:,} waiting queries ({tasks:,} tasks) with predictions and top-3 suggestions | {push_s:.1f} s \
+({n / push_s:,.0f} queries/s) | raw single-POST import of the same tasks {raw_s:.1f} s | {push_s / raw_s:.2f}× |
+| of which the suggestions (load the version, score {tasks:,} texts) | {screen_s:.1f} s | push {push_s:.1f} s \
 | {screen_s / push_s:.2f}× |
-| pull {n:,} annotations | {t_pull:.1f} s ({n / t_pull:,.0f} answers/s) \
+| pull {tasks:,} annotations ({n:,} queries) | {t_pull:.1f} s ({n / t_pull:,.0f} queries/s) \
 | raw listing of the same annotated tasks {list_s:.1f} s | {t_pull / list_s:.2f}× |
 | pull vs the import anchor | {t_pull:.1f} s | raw single-POST import {raw_s:.1f} s | {t_pull / raw_s:.2f}× |
 | re-push (nothing to send) | {t_repush:.2f} s | | |
-| re-pull (nothing new: {n:,} answers re-read and skipped) | {t_repull:.1f} s | | |
+| re-pull (nothing new: {tasks:,} answers re-read and skipped) | {t_repull:.1f} s | | |
 
 - Push rounds: {", ".join(f"{x:.1f}" for x in t_push)} s; raw imports: {", ".join(f"{x:.1f}" for x in t_raw_import)} s;
   suggestions alone: {", ".join(f"{x:.1f}" for x in t_screen)} s (model fit on {args.per_label} rows per intent).

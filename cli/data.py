@@ -48,7 +48,8 @@ def capture_triage(
     report = triage(get_settings(), parse_when(since, "--since"), parse_when(until, "--until"))
     echo(
         f"triaged {report.triaged} of {report.captured} captured: {report.auto_approved} auto-approved, "
-        f"{report.needs_review} need review; {report.approved_waiting_for_training} approved waiting for training"
+        f"{report.needs_review} need review, {report.resolved_known} settled from known answers; "
+        f"{report.approved_waiting_for_training} approved waiting for training"
         + (" (ALERT: time to train)" if report.alert else "")
     )
     echo(f"report: {report.report_path}")

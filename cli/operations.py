@@ -67,12 +67,13 @@ def review_setup(
 
 @review_app.command("push")
 def review_push(limit: LimitOpt = None, project_id: ProjectOpt = None) -> None:
-    """Send needs-review queries to Label Studio as tasks (priority first, least confident first), once each."""
+    """Send each question waiting for review to Label Studio once (priority first, most useful first)."""
     from intelrouter.review_push import push
 
     r = push(get_settings(), limit=limit, project_id=project_id)
     adopted = f"; adopted {r.adopted} left by an interrupted push" if r.adopted else ""
-    echo(f"pushed {r.pushed} tasks to project {r.project_id}{adopted}")
+    echo(f"pushed {r.pushed} tasks to project {r.project_id} ({r.queued} queries; {r.joined} joined open tasks; "
+         f"{r.resolved} settled from known answers){adopted}")
 
 
 @review_app.command("pull")
@@ -82,7 +83,8 @@ def review_pull(limit: LimitOpt = None, project_id: ProjectOpt = None) -> None:
 
     r = pull(get_settings(), limit=limit, project_id=project_id)
     echo(f"pulled {r.written} answers from project {r.project_id}: {r.approved} approved, {r.rejected} none of "
-         f"these, {r.skipped} skipped; {r.disagreements} disagree with the model; {r.unchanged} already pulled")
+         f"these, {r.skipped} skipped; {r.disagreements} disagree with the model; {r.unchanged} already pulled; "
+         f"{r.queries} queries settled")
 
 
 @review_app.command("sync")

@@ -69,6 +69,26 @@ class Settings(BaseSettings):
     router_provider: str = Field("intelrouter", description="Provider name of the router's own predictions.")
     hash_salt: str = Field("intelrouter", description="Salt for hashing user ids and phone numbers.")
 
+    # Human review: one task per question, the teacher audit, trust in each provider (issue 16)
+    review_groups: bool = Field(True, description=(
+        "One review task per question (queries grouped by text key); false: one task per query, as seed 004 did."))
+    resolve_known_texts: bool = Field(True, description=(
+        "Settle a query waiting for review whose text a human already answered (label or none of these) without "
+        "a new task."))
+    audit_labels: bool = Field(True, description=(
+        "Before each training, check auto-approved and feedback labels for likely errors (cleanlab); flagged rows "
+        "are left out of that training and sent to review."))
+    audit_folds: int = Field(3, ge=2, le=10, description="Folds of the out-of-fold probabilities the label audit uses.")
+    audit_rate: float = Field(0.02, ge=0, le=1, description=(
+        "Share of auto-approved queries also sent to review, to measure each trusted provider's precision."))
+    provider_precision_floor: float = Field(0.95, ge=0, le=1, description=(
+        "Auto-approval from a trusted provider pauses while the lower 95 % bound of its audited precision is "
+        "below this."))
+    audit_min_samples: int = Field(75, ge=1, description=(
+        "Audited answers a provider needs before its precision can pause it (75: a flawless record clears 0.95)."))
+    audit_window: int = Field(500, ge=1, description=(
+        "Newest audited answers per provider its precision is measured on."))
+
     # Training (seeds 000 and 004)
     min_samples: int = Field(50, ge=1, description="Fewest approved samples training accepts.")
     weekly_trigger: int = Field(500, ge=1, description="Unused approved samples that trigger the weekly retrain.")

@@ -7,9 +7,11 @@ Copies of a question share a key, hence a split; a row keeps its split for good,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection
 
 from intelrouter import store
@@ -17,6 +19,7 @@ from intelrouter.config import Settings
 from intelrouter.errors import InputError, NoActiveModelError, NotFoundError
 from intelrouter.keys import digest, known_split, split_of, text_key
 from intelrouter.names import SOURCE_PRECEDENCE
+from intelrouter.trust import record_outcomes
 
 
 def upsert_label(
@@ -132,3 +135,69 @@ def check_label(label: str, known: frozenset[str] | set[str], allow_new: bool) -
     if label not in known:
         raise InputError(f"label {label!r} is not one the model knows "
                          "(set INTELROUTER_ALLOW_NEW_LABELS=true to accept new labels)")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A human answer for some queries (rows with id, text, language): a label, None for "none of these", or a skip."""
+
+    queries: Sequence[Any]
+    label: str | None
+    reviewer: str | None = None
+    skipped: bool = False
+
+
+def settle_all(conn: Connection, answers: Sequence[Answer], *, shares: tuple[float, float]) -> dict[str, str]:
+    """Store human answers and each query's new review status, which it returns.
+
+    A label becomes each query's ground truth (source label-studio) and approves it. "None of these" (label None)
+    rejects it and drops the weaker label it may hold (auto-approved, feedback: a human said it is wrong). A skip
+    leaves the query's labels as they are: approved (or auto-approved) when it has one, else rejected. Open audits of
+    these queries are settled by the answer (`trust.record_outcomes`).
+    """
+    statuses: dict[str, str] = {}
+    skipped = [row.id for a in answers if a.skipped for row in a.queries]
+    held = _held_sources(conn, skipped)
+    for qid in skipped:
+        statuses[qid] = (store.AUTO_APPROVED if held[qid] == "auto-approved" else store.APPROVED) if qid in held \
+            else store.REJECTED
+    drop_weaker_labels(conn, [row.id for a in answers if not a.skipped and a.label is None for row in a.queries])
+    outcomes: dict[str, str | None] = {}
+    for answer in (a for a in answers if not a.skipped):
+        for row in answer.queries:
+            if answer.label is not None:
+                upsert_label(conn, query_id=row.id, text=row.text, label=answer.label, source="label-studio",
+                             language=row.language, reviewer=answer.reviewer, shares=shares)
+            outcomes[row.id] = answer.label
+            statuses[row.id] = store.REJECTED if answer.label is None else store.APPROVED
+    record_outcomes(conn, outcomes)
+    q = store.queries
+    for status in set(statuses.values()):
+        chosen = [qid for qid, s in statuses.items() if s == status]
+        for i in range(0, len(chosen), 1000):
+            conn.execute(update(q).where(q.c.id.in_(chosen[i:i + 1000])).values(review_status=status))
+    return statuses
+
+
+def settle(conn: Connection, queries: Sequence[Any], label: str | None, *, skipped: bool = False,
+           reviewer: str | None, shares: tuple[float, float]) -> dict[str, str]:
+    """One human answer for these queries (see `settle_all`); returns each query's new review status."""
+    return settle_all(conn, [Answer(queries, label, reviewer, skipped)], shares=shares)
+
+
+def drop_weaker_labels(conn: Connection, query_ids: Sequence[str]) -> int:
+    """Delete these queries' labels from sources below human review (a reviewer said none of them fits)."""
+    weaker = [s for s, rank in SOURCE_PRECEDENCE.items() if rank < SOURCE_PRECEDENCE["label-studio"]]
+    if not query_ids:
+        return 0
+    t = store.ml_data
+    return sum(conn.execute(delete(t).where(t.c.query_id.in_(query_ids[i:i + 1000]), t.c.source.in_(weaker))).rowcount
+               for i in range(0, len(query_ids), 1000))
+
+
+def _held_sources(conn: Connection, query_ids: Sequence[str]) -> dict[str, str]:
+    t = store.ml_data
+    held: dict[str, str] = {}
+    for i in range(0, len(query_ids), 1000):
+        held.update(conn.execute(select(t.c.query_id, t.c.source).where(t.c.query_id.in_(query_ids[i:i + 1000]))).all())
+    return held

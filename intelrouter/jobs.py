@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import ValidationError
 from sqlalchemy import bindparam, update
 
-from intelrouter import lifecycle, loading, registry, store, tracking
+from intelrouter import audit, lifecycle, loading, registry, store, tracking
 from intelrouter.config import Settings
 from intelrouter.data import Splits, collapse_copies, data_digest, load_examples, recent_mask, split_examples
 from intelrouter.errors import InputError, InsufficientDataError
@@ -45,6 +45,7 @@ class TrainingData:
     features: TextFeatures  # unfitted, its parameters checked
     params: dict[str, Any]  # the features' parameters, for the run's params
     copies: int = 0  # rows dropped because another row holds the same text (one row per question)
+    label_audit: audit.AuditResult | None = None  # the teacher audit: likely label errors left out of this training
 
     @property
     def comparison_digest(self) -> str:
@@ -92,10 +93,15 @@ def prepare(settings: Settings, options: TrainOptions) -> TrainingData:
     random_state = settings.random_state if options.random_state is None else options.random_state
     shares = (options.test_size or settings.test_size, settings.val_size)  # for rows that arrive without a split
     splits = split_examples(frame, settings.oos_label, shares, random_state)
+    splits, audited = audit.screen(frame, splits, settings, params, options.classifier or settings.classifier,
+                                   options.C, random_state)
+    if options.source == "db":
+        audit.send_to_review(settings, audited)
+    frame = frame[~frame["text_key"].isin(audited.excluded_keys)].reset_index(drop=True)
     if len(splits.train) < 2 or splits.train["label"].nunique() < 2:
         raise InsufficientDataError("Insufficient training data: the training split needs at least 2 labels")
     return TrainingData(frame, splits, recent_mask(splits.test, settings.recent_days), where, data_digest(frame),
-                        TextFeatures(**params), params, copies)
+                        TextFeatures(**params), params, copies, audited)
 
 
 def judge(settings: Settings, router: Router, data: TrainingData) -> tuple[Comparison, str | None]:
@@ -145,6 +151,7 @@ def log_run(run: Any, settings: Settings, options: TrainOptions, data: TrainingD
         mlflow.log_artifacts(str(out / "plots"), "plots")
         mlflow.log_artifacts(str(out / "tables"), "evaluation")
         info = tracking.log_router(router, texts, out)
+    audit.log_to_run(data.label_audit)
     return metrics, info.model_uri
 
 

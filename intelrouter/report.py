@@ -16,6 +16,7 @@ from intelrouter.errors import first_line
 from intelrouter.jsonfiles import write_report
 from intelrouter.names import HUMAN_SOURCES, PRODUCTION
 from intelrouter.outcomes import fallback_routes, rate, reported
+from intelrouter.trust import provider_trust
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 class Alert:
     """One checklist item that fired: what, the measured value, and the limit it crossed."""
 
-    kind: str  # online_accuracy | uncertain_rate | samples_waiting
+    kind: str  # online_accuracy | uncertain_rate | samples_waiting | provider_precision
     message: str
     value: float
     limit: float
@@ -44,6 +45,7 @@ class Report:
     samples_waiting: int
     alerts: list[Alert] = field(default_factory=list)
     path: str = ""
+    providers: list[dict[str, Any]] = field(default_factory=list)  # each trusted provider's measured precision
 
     def as_dict(self) -> dict[str, Any]:
         """The report as plain JSON-ready data."""
@@ -202,6 +204,7 @@ def collect(settings: Settings, days: int | None = None, now: datetime | None = 
         backlog = store.count(conn, "SELECT COUNT(*) FROM queries WHERE review_status = :s", s=store.NEEDS_REVIEW)
         waiting = store.samples_waiting(conn)
         outcomes = caller_outcomes(conn, since, until, settings)
+        providers = provider_rows(conn, settings)
     production = _production(versions)
     add_caller_fallback(per_day, versions, production, outcomes)
     return Report(
@@ -213,7 +216,8 @@ def collect(settings: Settings, days: int | None = None, now: datetime | None = 
         production=production,
         review_backlog=backlog,
         samples_waiting=waiting,
-        alerts=check_alerts(production, waiting, settings),
+        alerts=check_alerts(production, waiting, settings) + provider_alerts(providers, settings),
+        providers=providers,
     )
 
 
@@ -309,7 +313,7 @@ def to_markdown(report: Report) -> str:
         f"{_fmt(v['uncertain_rate'])} | {v['labelled']} | {_fmt(v['online_accuracy'])} |"
         for v in report.versions
     ]
-    lines += caller_markdown(report)
+    lines += caller_markdown(report) + providers_markdown(report.providers)
     return "\n".join(lines) + "\n"
 
 
@@ -350,4 +354,42 @@ def caller_markdown(report: Report) -> list[str]:
               "|---|---|---:|---:|---:|"]
     lines += [f"| {_fmt(v['model_version'])} | {_fmt(v['variant'])} | {v['outcomes_reported']} | "
               f"{_fmt(v['caller_fallback_rate'])} | {_fmt(v['uncertain_rate'])} |" for v in report.versions]
+    return lines
+
+
+# --- trusted providers (issue 16): precision measured by audits -------------------------------------------------
+
+
+def provider_rows(conn: Connection, settings: Settings) -> list[dict[str, Any]]:
+    """Each trusted provider's audited precision with its Wilson 95 % interval, and whether it is paused."""
+    return [t.as_dict() for t in provider_trust(conn, settings)]
+
+
+def provider_alerts(providers: list[dict[str, Any]], settings: Settings) -> list[Alert]:
+    """`provider_precision`: a trusted provider's auto-approval is paused (its lower bound is below the floor)."""
+    floor = settings.provider_precision_floor
+    return [
+        Alert(
+            "provider_precision",
+            f"auto-approval from {p['provider']} is paused: precision {p['precision']:.1%} on its {p['audited']} "
+            f"newest audited answers (95% interval {p['low']:.1%}-{p['high']:.1%}), lower bound below the floor "
+            f"{floor:.0%}; its confident answers go to review until audits bring the bound back",
+            p["low"], floor,
+        )
+        for p in providers if p["paused"]
+    ]
+
+
+def providers_markdown(providers: list[dict[str, Any]]) -> list[str]:
+    """The providers table of the markdown report (nothing when no provider is trusted or audited)."""
+    if not providers:
+        return []
+    lines = ["", "## Trusted providers (audited precision)", "",
+             "| provider | audited | confirmed | precision | 95% interval | waiting | auto-approval |",
+             "|---|---:|---:|---:|---|---:|---|"]
+    for p in providers:
+        interval = f"{p['low']:.1%}–{p['high']:.1%}" if p["low"] is not None else "–"
+        state = "paused" if p["paused"] else "on" if p["trusted"] else "not trusted"
+        lines.append(f"| {p['provider']} | {p['audited']} | {p['confirmed']} | {_fmt(p['precision'])} | {interval} | "
+                     f"{p['waiting']} | {state} |")
     return lines

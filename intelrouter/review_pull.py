@@ -1,5 +1,8 @@
 """Pull: the answers given in Label Studio since the last pull become ground truth; queries approved or rejected.
 
+An answer fans out to every query of its task (the copies of one question, `review_push`): each gets the label in
+`ml_data` and its review status, and copies settled earlier from it follow a corrected label.
+
 A pull commits one page of answers per transaction and skips answers it already holds, so it is safe to repeat
 and to interrupt; it re-reads a little before the newest answer it holds (see PULL_OVERLAP).
 """
@@ -31,6 +34,7 @@ from intelrouter.review_project import (
     project_id_of,
     session,
 )
+from intelrouter.triage import RESOLVED_FROM
 
 # A pull re-reads tasks changed this long before the newest answer it holds: Label Studio stamps a task
 # a few ms apart from its annotation, and commits may land out of order. Re-read answers are skipped.
@@ -48,7 +52,8 @@ class PullResult:
     approved: int = 0  # human label written to ml_data, query approved
     rejected: int = 0  # "none of these": query rejected
     skipped: int = 0  # reviewer skipped the task: query rejected
-    disagreements: int = 0  # approved with another label than the model's guess
+    disagreements: int = 0  # approved with another label than the guess the task showed
+    queries: int = 0  # queries the stored answers settled (each answer fans out to every query of its task)
     unchanged: int = 0  # answers already pulled
     unknown: int = 0  # tasks whose query id is not in this database
 
@@ -119,53 +124,64 @@ def _watermark(settings: Settings, project_id: int) -> datetime | None:
 def _apply(
     settings: Settings, project_id: int, answers: Sequence[_Answer], result: PullResult, limit: int | None
 ) -> None:
-    """Store one page of answers in one transaction: ml_data, the query's status, the review_tasks row."""
+    """Store one page of answers in one transaction, each fanned out to every query of its task: ml_data, the
+    queries' statuses (`groundtruth.settle_all`), their review_tasks rows."""
     q, r = store.queries, store.review_tasks
-    ids = [a.query_id for a in answers]
-    statuses: list[dict[str, Any]] = []
-    rows: list[dict[str, Any]] = []
+    ledger_cols = (r.c.query_id, r.c.task_id, r.c.status, r.c.annotation_id, r.c.completed_at, r.c.human_label)
     with store.connect(settings) as conn:
-        queries = {
-            row.id: row
-            for row in conn.execute(
-                select(q.c.id, q.c.text, q.c.language, q.c.predicted_label, q.c.top_label).where(q.c.id.in_(ids))
-            )
-        }
-        ledger = {
-            row.query_id: row
-            for row in conn.execute(
-                select(r.c.query_id, r.c.status, r.c.annotation_id, r.c.completed_at).where(
-                    r.c.project_id == project_id, r.c.query_id.in_(ids)
-                )
-            )
-        }
+        members: dict[int, list[Any]] = {}
+        for row in conn.execute(select(*ledger_cols).where(r.c.project_id == project_id,
+                                                           r.c.task_id.in_([a.task_id for a in answers]))):
+            members.setdefault(row.task_id, []).append(row)
+        # a task this database never recorded (pushed before a restore from backup, say): its query is adopted
+        strays = [a.query_id for a in answers if a.task_id not in members]
+        held = {row.query_id: row for row in conn.execute(
+            select(*ledger_cols).where(r.c.project_id == project_id, r.c.query_id.in_(strays)))}
+        ids = {row.query_id for rows in members.values() for row in rows} | set(strays)
+        queries = {row.id: row for row in conn.execute(
+            select(q.c.id, q.c.text, q.c.language, q.c.predicted_label, q.c.top_label, q.c.text_key)
+            .where(q.c.id.in_(ids)))}
+        updates: list[dict[str, Any]] = []
+        settled: list[groundtruth.Answer] = []
+        corrected: list[tuple[list[Any], str]] = []
         for answer in answers:
-            query = queries.get(answer.query_id)
-            if query is None:
-                result.unknown += 1
-            elif _already_pulled(ledger.get(answer.query_id), answer):
-                result.unchanged += 1
-            elif limit is not None and result.written >= limit:
-                break
+            if answer.task_id in members:
+                ledger = [(row.query_id, row) for row in members[answer.task_id] if row.query_id in queries]
+            elif answer.query_id in queries:
+                ledger = [(answer.query_id, held.get(answer.query_id))]
             else:
-                row = _store_answer(conn, query, answer, result, settings.split_shares)
-                statuses.append({"qid": query.id, "review_status": row.pop("query_status")})
-                if answer.query_id in ledger:
-                    rows.append(row)
-                else:  # a task this database never recorded (pushed before a restore from backup, say): adopt it
-                    conn.execute(r.insert().values(project_id=project_id, **row))
-                    ledger[answer.query_id] = None  # a second task for the same query updates, not re-inserts
-        if statuses:
-            conn.execute(update(q).where(q.c.id == bindparam("qid")).values(review_status=bindparam("review_status")),
-                         statuses)
-        if rows:
-            names = [k for k in rows[0] if k != "query_id"]
+                result.unknown += 1
+                continue
+            todo = [(queries[qid], row) for qid, row in ledger if not _already_pulled(row, answer)]
+            if not todo:
+                result.unchanged += 1
+                continue
+            if limit is not None and result.written >= limit:
+                break
+            settled.append(groundtruth.Answer([query for query, _ in todo], answer.label, answer.reviewer,
+                                              answer.status == SKIPPED))
+            _count(result, answer, queries.get(answer.query_id, todo[0][0]), len(todo))
+            changed = [query for query, row in todo if row is not None and row.human_label not in (None, answer.label)]
+            if changed and answer.label is not None:
+                corrected.append((changed, answer.label))
+            for query, _ in todo:
+                values = _ledger_values(query, answer)
+                if answer.task_id in members or query.id in held:
+                    updates.append(values)
+                else:
+                    conn.execute(r.insert().values(project_id=project_id, text_key=query.text_key, **values))
+                    held[query.id] = None  # a second task for the same query updates, not re-inserts
+        groundtruth.settle_all(conn, settled, shares=settings.split_shares)
+        for queries_changed, label in corrected:
+            _follow_correction(conn, queries_changed, label)
+        if updates:
+            names = [k for k in updates[0] if k != "query_id"]
             stmt = (
                 update(r)
                 .where(r.c.query_id == bindparam("qid"), r.c.project_id == project_id)
                 .values(**{k: bindparam(f"v_{k}") for k in names})
             )
-            conn.execute(stmt, [{"qid": row["query_id"], **{f"v_{k}": row[k] for k in names}} for row in rows])
+            conn.execute(stmt, [{"qid": row["query_id"], **{f"v_{k}": row[k] for k in names}} for row in updates])
 
 
 def _already_pulled(held: Any, answer: _Answer) -> bool:
@@ -177,28 +193,38 @@ def _already_pulled(held: Any, answer: _Answer) -> bool:
     )
 
 
-def _store_answer(conn: Connection, query: Any, answer: _Answer, result: PullResult, shares: tuple[float, float]
-                  ) -> dict[str, Any]:
-    """Write the label (if any) to ml_data and count the answer; returns the review_tasks values to store."""
-    agrees = None if answer.status == SKIPPED else answer.label is not None and answer.label == guess(query)
-    if answer.label is not None:
-        groundtruth.upsert_label(
-            conn, query_id=query.id, text=query.text, label=answer.label, source="label-studio",
-            language=query.language, reviewer=answer.reviewer, shares=shares,
-        )
+def _count(result: PullResult, answer: _Answer, shown: Any, queries: int) -> None:
+    """Count one answer (and the queries it settled); a disagreement is judged on the guess the task showed."""
+    result.queries += queries
     if answer.status == SKIPPED:
         result.skipped += 1
     elif answer.none_of_these:
         result.rejected += 1
     else:
         result.approved += 1
-        result.disagreements += 0 if agrees else 1
+        result.disagreements += 0 if answer.label == guess(shown) else 1
+
+
+def _follow_correction(conn: Connection, queries: Sequence[Any], label: str) -> None:
+    """Copies settled earlier from these queries' answer (triage.resolve_known_texts) follow a corrected label."""
+    m = store.ml_data
+    keys = {query.text_key for query in queries if query.text_key}
+    if not keys:
+        return
+    notes = [f"{RESOLVED_FROM}{query.id}" for query in queries]
+    conn.execute(update(m).where(m.c.text_key.in_(keys), m.c.source == "label-studio", m.c.reviewer.in_(notes),
+                                 m.c.label != label)
+                 .values(label=label, updated_at=store.utcnow(), trained_version=None))
+
+
+def _ledger_values(query: Any, answer: _Answer) -> dict[str, Any]:
+    """The review_tasks values one answered query gets."""
+    agrees = None if answer.status == SKIPPED else answer.label is not None and answer.label == guess(query)
     return {
         "query_id": query.id, "task_id": answer.task_id, "status": answer.status,
         "annotation_id": answer.annotation_id, "human_label": answer.label, "reviewer": answer.reviewer,
         "agrees_with_model": agrees, "comment": answer.comment, "completed_at": answer.completed_at,
         "updated_at": store.utcnow(),
-        "query_status": store.APPROVED if answer.label is not None else store.REJECTED,
     }
 
 

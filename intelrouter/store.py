@@ -70,6 +70,7 @@ queries = Table(
     Column("final_label", String(200)),
     Column("final_confidence", Float),
     Column("final_provider", String(64)),
+    Column("text_key", String(64), index=True),  # keys.text_key, set by triage: copies of a question share it (0003)
     Index("ix_queries_review", "review_status", "review_priority", "confidence"),
 )
 
@@ -109,7 +110,32 @@ review_tasks = Table(
     Column("pushed_at", DateTime),
     Column("completed_at", DateTime),
     Column("updated_at", DateTime, nullable=False),
+    Column("text_key", String(64)),  # the group: one Label Studio task per text key and project (0003)
     Index("ux_review_tasks_query_project", "query_id", "project_id", unique=True),
+    Index("ix_review_tasks_project_text_key", "project_id", "text_key"),
+)
+
+# audits.kind: the random audit of a trusted provider's auto-approved answers, a label the training audit flagged
+AUDIT_SAMPLE, LABEL_ISSUE = "sample", "label-issue"
+# audits.outcome once a human answered: the label under audit confirmed, corrected, or "none of these"
+CONFIRMED, CORRECTED, NONE_FITS = "confirmed", "corrected", "none-fits"
+
+audits = Table(
+    "audits",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("query_id", String(36), ForeignKey("queries.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("provider", String(64)),  # whose answer is audited (the trusted provider, for a sample)
+    Column("source", String(16)),  # the ml_data source of the label under audit
+    Column("label", String(200), nullable=False),  # the label under audit
+    Column("uncertainty", Float, nullable=False),  # how likely that label is wrong, for the review order
+    Column("created_at", DateTime, nullable=False),
+    Column("human_label", String(200)),
+    Column("outcome", String(16)),
+    Column("answered_at", DateTime),
+    Index("ux_audits_query_kind", "query_id", "kind", unique=True),
+    Index("ix_audits_kind_provider", "kind", "provider", "answered_at"),
 )
 
 # model_versions and model_metadata, the registry's mirror for SQL users, are declared on this metadata in

@@ -21,6 +21,7 @@ from devservers.ports import free_port
 from intelrouter import capture, groundtruth, labelstudio, review_project, review_pull, review_push, store
 from intelrouter.config import Settings, load_settings
 from intelrouter.errors import ConfigError, LabelStudioError
+from intelrouter.keys import text_key
 from intelrouter.labelstudio import LabelStudioClient, LabelStudioUnavailable
 from intelrouter.names import UNCERTAIN
 
@@ -64,6 +65,7 @@ def seed(settings: Settings, rows: list[dict[str, Any]]) -> list[str]:
             "confidence": row["confidence"],
             "uncertain": row.get("predicted_label") == UNCERTAIN,
             "model_version": row.get("model_version", "7"),
+            "user_id": row.get("user_id"),
         })
     capture.log_queries(settings, records)
     q = store.queries
@@ -227,8 +229,9 @@ def test_push_sends_needs_review_by_priority_then_confidence_with_predictions(
     by_query = {t["data"]["query_id"]: t for t in tasks}
     # version 7 is not in the registry: the task shows the stored guess and confidence only
     assert by_query[ids[1]]["data"] == {
-        "text": "query number 1", "language": "de", "priority": 2, "query_id": ids[1], "guess": "cancel_order",
-        "confidence": 0.4, "count": 1, "suggestion_line": "Model: cancel_order 40 %",
+        "text": "query number 1", "language": "de", "priority": 2, "query_id": ids[1],
+        "text_key": text_key("query number 1"), "count": 1, "users": 0, "languages": "de", "value": 0.6,
+        "guess": "cancel_order", "confidence": 0.4, "suggestion_line": "Model: cancel_order 40 %",
         "suggestions": [{"value": "cancel_order", "html": "cancel_order <small>40 %</small>", "hotkey": "1",
                          "hint": "model confidence 40 % (hotkey 1)"}]}
     (prediction,) = by_query[ids[6]]["predictions"]
@@ -254,7 +257,7 @@ def test_repush_sends_only_what_is_missing(
     assert set(tasks_per_query(ls, settings.label_studio_project_id)) == {ids[0], ids[1]}  # least confident
     assert review_push.push(settings).pushed == 3
     assert review_push.push(settings).pushed == 0
-    new = seed(settings, [{"top_label": "new_intent", "confidence": 0.3}])
+    new = seed(settings, [{"top_label": "new_intent", "confidence": 0.3, "text": "a question never seen"}])
     assert review_push.push(settings).pushed == 1
     per_query = tasks_per_query(ls, settings.label_studio_project_id)
     assert set(per_query) == set(ids + new) and set(per_query.values()) == {1}
@@ -360,7 +363,9 @@ def test_pull_takes_a_corrected_answer_and_honours_limit(
 def test_push_interrupted_between_import_and_record_adopts_instead_of_duplicating(
     ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ids = seed(ls_settings, needs_review(7))
+    # 7 questions, each asked twice (the copy in capitals): 7 tasks, adopted by text key after the crash
+    ids = seed(ls_settings, needs_review(7) + [{**row, "text": f"QUERY  NUMBER {i}!"}
+                                               for i, row in enumerate(needs_review(7))])
     settings = with_project(ls_settings, monkeypatch)
     real = review_push._record_pushed
     calls = []
@@ -376,15 +381,18 @@ def test_push_interrupted_between_import_and_record_adopts_instead_of_duplicatin
         review_push.push(settings, batch_size=3)
     monkeypatch.setattr(review_push, "_record_pushed", real)
     rows = ledger(settings)
-    assert sorted(r.status for r in rows.values()) == ["pending"] * 3 + ["pushed"] * 3
-    assert sum(tasks_per_query(ls, settings.label_studio_project_id).values()) == 6  # Label Studio has batch 2
+    assert sorted(r.status for r in rows.values()) == ["pending"] * 6 + ["pushed"] * 6
+    assert len(tasks_of(ls, settings.label_studio_project_id)) == 6  # Label Studio has batch 2
 
     result = review_push.push(settings, batch_size=3)
-    assert (result.adopted, result.pushed) == (3, 1)
-    per_query = tasks_per_query(ls, settings.label_studio_project_id)
-    assert set(per_query) == set(ids) and set(per_query.values()) == {1}
-    task_ids = {t["data"]["query_id"]: t["id"] for t in tasks_of(ls, settings.label_studio_project_id)}
-    assert {q: r.task_id for q, r in ledger(settings).items()} == task_ids
+    assert (result.adopted, result.pushed, result.queued) == (3, 1, 2)
+    tasks = tasks_of(ls, settings.label_studio_project_id)
+    assert sorted(t["data"]["text_key"] for t in tasks) == sorted({text_key(f"query number {i}") for i in range(7)})
+    assert {t["data"]["count"] for t in tasks} == {2}
+    task_of_key = {t["data"]["text_key"]: t["id"] for t in tasks}
+    rows = ledger(settings)
+    assert set(rows) == set(ids) and {r.status for r in rows.values()} == {"pushed"}
+    assert all(r.task_id == task_of_key[r.text_key] for r in rows.values())
 
 
 @pytest.mark.labelstudio
@@ -503,3 +511,170 @@ def test_cli_setup_push_pull_sync(ls_settings: Settings, ls: LabelStudioClient) 
     ls.create_annotation(task[ids[1]], [], was_cancelled=True)
     assert cli("pull").startswith(f"pulled 2 answers from project {project_id}: 1 approved, 0 none of these, 1 skipped")
     assert "pulled 0 answers" in cli("pull", "--project-id", str(project_id))
+
+
+# --- one task per question, the most useful first ---------------------------------------------------------------
+
+
+def copies(text: str, j: int) -> str:
+    """The j-th way users type the same question: case, spacing and punctuation vary, the words do not."""
+    return [text, text.upper(), f"  {text}  ", text.replace(" ", "   "), f"{text.capitalize()}?",
+            f"{text}!!", text.title(), f"{text}.", f"\t{text}", f"{text.upper()} ???"][j % 10]
+
+
+def answer_all(ls: LabelStudioClient, project_id: int, label_of: Any) -> dict[str, int]:
+    """Answer every task of a project, `label_of(task)` giving the label (None: skip); task id by text key."""
+    done = {}
+    for task in tasks_of(ls, project_id):
+        label = label_of(task)
+        ls.create_annotation(task["id"], choice(label) if label else [], was_cancelled=label is None)
+        done[task["data"]["text_key"]] = task["id"]
+    return done
+
+
+@pytest.mark.labelstudio
+def test_300_queries_over_30_texts_make_30_tasks_and_30_answers_settle_all(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bases = [f"where is my parcel number {i} now" for i in range(30)]
+    rows = [{"text": copies(bases[i], j), "top_label": "track_order", "confidence": 0.3 + 0.01 * j,
+             "user_id": f"user-{j % 4}", "language": ["en", "de", "fr"][j % 3]}
+            for i in range(30) for j in range(10)]
+    ids = seed(ls_settings, rows)
+    settings = with_project(ls_settings, monkeypatch)
+    result = review_push.push(settings)
+    assert (result.selected, result.pushed, result.queued, result.joined) == (300, 30, 300, 0)
+    tasks = tasks_of(ls, settings.label_studio_project_id)
+    assert len(tasks) == 30
+    assert {t["data"]["text_key"] for t in tasks} == {text_key(b) for b in bases}
+    assert {(t["data"]["count"], t["data"]["users"], t["data"]["languages"]) for t in tasks} == {(10, 4, "de, en, fr")}
+    rows_by_query = ledger(settings)
+    assert set(rows_by_query) == set(ids) and len({r.task_id for r in rows_by_query.values()}) == 30
+
+    def label_of(task: dict[str, Any]) -> str:  # every fifth question fits no label
+        n = int(task["data"]["text"].lower().split("number")[1].split()[0])
+        return review_project.NONE_CHOICE if n % 5 == 0 else ("track_order" if n % 2 else "lost_parcel")
+
+    answer_all(ls, settings.label_studio_project_id, label_of)
+    pulled = review_pull.pull(settings)
+    assert (pulled.approved, pulled.rejected, pulled.skipped, pulled.queries) == (24, 6, 0, 300)
+    assert pulled.disagreements == 12  # the "lost_parcel" answers: judged once per task, on the guess it showed
+    st = statuses(settings)
+    gt = labels(settings)
+    for i, qid in enumerate(ids):
+        n = i // 10
+        assert st[qid] == (store.REJECTED if n % 5 == 0 else store.APPROVED)
+        assert (gt[qid].label if qid in gt else None) == (None if n % 5 == 0 else label_of(
+            {"data": {"text": bases[n]}}))
+    assert {r.source for r in gt.values()} == {"label-studio"} and len(gt) == 240
+    assert {r.status for r in ledger(settings).values()} == {"completed"}
+
+    again = review_pull.pull(settings)
+    assert (again.written, again.unchanged) == (0, 30)
+    assert labels(settings) == gt
+    assert review_push.push(settings).pushed == 0
+
+
+@pytest.mark.labelstudio
+def test_a_later_copy_joins_the_open_task_and_a_known_text_needs_no_task(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from intelrouter.triage import triage
+
+    def arrive(text: str) -> str:
+        """A new query through capture and triage, as production traffic arrives."""
+        qid = str(uuid.uuid4())
+        capture.log_queries(ls_settings, [{"id": qid, "text": text, "predicted_label": "track_order",
+                                           "confidence": 0.4, "model_version": "7"}])
+        triage(ls_settings)
+        return qid
+
+    first = [arrive(t) for t in ("Where is my parcel?", "where is my parcel", "WHERE IS MY PARCEL")]
+    settings = with_project(ls_settings, monkeypatch)
+    project_id = settings.label_studio_project_id
+    assert review_push.push(settings).pushed == 1
+    late = arrive("where is   my parcel!")  # the task is still open: it joins it
+    joined = review_push.push(settings)
+    assert (joined.pushed, joined.joined) == (0, 1)
+    (task,) = tasks_of(ls, project_id)
+    assert ledger(settings)[late].task_id == task["id"]
+
+    annotation = ls.create_annotation(task["id"], choice("track_order"))
+    assert review_pull.pull(settings).queries == 4
+    assert {statuses(settings)[q] for q in [*first, late]} == {store.APPROVED}
+
+    known = arrive("Where is my parcel ?")  # answered already: settled at triage, no task
+    row = labels(settings)[known]
+    assert statuses(settings)[known] == store.APPROVED
+    assert (row.label, row.source) == ("track_order", "label-studio")
+    assert row.reviewer in {f"resolved from query {q}" for q in [*first, late]}
+    assert review_push.push(settings).pushed == 0 and len(tasks_of(ls, project_id)) == 1
+
+    ls.update_annotation(annotation["id"], choice("lost_parcel"))  # the reviewer corrects the answer
+    review_pull.pull(settings)
+    assert {labels(settings)[q].label for q in [*first, late, known]} == {"lost_parcel"}  # the copy follows
+
+    other = seed(settings, [{"text": "sing me a song", "confidence": 0.2}])
+    review_push.push(settings)
+    other_task = next(t for t in tasks_of(ls, project_id) if t["data"]["query_id"] == other[0])
+    ls.create_annotation(other_task["id"], choice(review_project.NONE_CHOICE))
+    review_pull.pull(settings)
+    rejected = arrive("Sing me a song!")  # "none of these" is known too
+    assert statuses(settings)[rejected] == store.REJECTED and rejected not in labels(settings)
+
+    monkeypatch.setenv("INTELROUTER_RESOLVE_KNOWN_TEXTS", "false")
+    ls_settings, settings = load_settings(), load_settings()
+    again = arrive("where is my parcel")
+    assert statuses(settings)[again] == store.NEEDS_REVIEW
+    assert review_push.push(settings).pushed == 1  # setting off: a new task for a known text
+
+
+@pytest.mark.labelstudio
+def test_push_orders_by_tier_then_value_and_label_studio_serves_that_order(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = {  # text: (priority, confidences of its copies) -> value = sum of (1 - confidence)
+        "one odd question": (2, [0.1]),  # 0.9
+        "asked three times": (2, [0.6, 0.6, 0.6]),  # 1.2: more useful than the one-off, though more confident
+        "asked twice": (2, [0.65, 0.65]),  # 0.7
+        "medium once": (5, [0.8]),  # 0.2
+        "medium four times": (5, [0.84, 0.84, 0.84, 0.84]),  # 0.64
+    }
+    seed(ls_settings, [{"text": copies(text, j), "confidence": c, "priority": p}
+                       for text, (p, confs) in plan.items() for j, c in enumerate(confs)])
+    settings = with_project(ls_settings, monkeypatch)
+    project_id = settings.label_studio_project_id
+    assert ls.get_project(project_id)["sampling"] == review_project.SAMPLING
+    review_push.push(settings)
+    order = ["asked three times", "one odd question", "asked twice", "medium four times", "medium once"]
+    tasks = tasks_of(ls, project_id)
+    assert [t["data"]["text_key"] for t in tasks] == [text_key(t) for t in order]
+    assert [t["data"]["value"] for t in tasks] == pytest.approx([1.2, 0.9, 0.7, 0.64, 0.2])
+    for expected in tasks[:3]:  # the reviewer's "next task" follows the push order
+        served = ls.request("GET", f"/api/projects/{project_id}/next")
+        assert served["id"] == expected["id"]
+        ls.create_annotation(served["id"], choice("book_flight"))
+
+
+@pytest.mark.labelstudio
+def test_review_groups_off_pushes_each_query_as_its_own_task_and_still_adopts(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = seed(ls_settings, [{"text": copies("where is my parcel", j), "confidence": 0.2 + 0.1 * j} for j in range(4)])
+    monkeypatch.setenv("INTELROUTER_REVIEW_GROUPS", "false")
+    settings = with_project(ls_settings, monkeypatch)
+    real = review_push._record_pushed
+
+    def crash(*args: Any) -> None:
+        raise RuntimeError("process killed after the import, before recording it")
+
+    monkeypatch.setattr(review_push, "_record_pushed", crash)
+    with pytest.raises(RuntimeError, match="process killed"):
+        review_push.push(settings, batch_size=2)
+    monkeypatch.setattr(review_push, "_record_pushed", real)
+    result = review_push.push(settings, batch_size=2)
+    assert (result.adopted, result.pushed) == (2, 2)  # the first batch adopted by query, the rest sent
+    tasks = tasks_of(ls, settings.label_studio_project_id)
+    assert [t["data"]["query_id"] for t in tasks] == ids  # one each, the least confident first: the seed's order
+    assert {(t["data"]["count"], t["data"]["text_key"]) for t in tasks} == {(1, text_key("where is my parcel"))}
+    assert {r.task_id for r in ledger(settings).values()} == {t["id"] for t in tasks}

@@ -2,14 +2,18 @@
 
 import json
 from datetime import datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from intelrouter import store
 from intelrouter.capture import log_queries
 from intelrouter.config import Settings, load_settings
+from intelrouter.groundtruth import upsert_label
+from intelrouter.keys import text_key
 from intelrouter.triage import decide, triage
+from intelrouter.trust import add_audits, in_sample, record_outcomes
 
 
 @pytest.mark.parametrize(("confidence", "provider", "expected"), [
@@ -108,3 +112,86 @@ def test_the_canary_answers_are_reviewed_first(settings: Settings) -> None:
     with store.connect(settings) as conn:
         priority = dict(conn.execute(select(store.queries.c.id, store.queries.c.review_priority)).all())
     assert priority == {"production-0": 5, "production-1": 5, "staging-0": 2, "staging-1": 2}
+
+
+# --- issue 16: text keys, known texts, the audit sample, the provider pause -------------------------------------
+
+
+def _queries(settings: Settings) -> dict[str, Any]:
+    with store.connect(settings) as conn:
+        return {r.id: r for r in conn.execute(select(store.queries))}
+
+
+def _labels(settings: Settings) -> dict[str, Any]:
+    with store.connect(settings) as conn:
+        return {r.query_id: r for r in conn.execute(select(store.ml_data))}
+
+
+def test_triage_keys_every_query_it_triages(settings: Settings) -> None:
+    _seed(settings)
+    triage(settings)
+    assert {q.id: q.text_key for q in _queries(settings).values()} == {f"q{i}": text_key(f"text {i}")
+                                                                        for i in range(5)}
+
+
+def test_a_text_a_human_answered_is_settled_at_triage(settings: Settings) -> None:
+    log_queries(settings, [{"id": "answered", "text": "Track my order", "predicted_label": "x", "confidence": 0.3},
+                           {"id": "refused", "text": "sing a song", "predicted_label": "x", "confidence": 0.3}])
+    triage(settings)
+    with store.connect(settings) as conn:
+        upsert_label(conn, query_id="answered", text="Track my order", label="track_order", source="label-studio",
+                     reviewer="r@x", shares=settings.split_shares)
+        conn.execute(insert(store.review_tasks).values(query_id="refused", project_id=1, task_id=9, status="completed",
+                                                       text_key=text_key("sing a song"), updated_at=store.utcnow()))
+    log_queries(settings, [{"id": "copy", "text": "track my ORDER!", "predicted_label": "x", "confidence": 0.2},
+                           {"id": "copy2", "text": "Sing a song.", "predicted_label": "x", "confidence": 0.2},
+                           {"id": "confident", "text": "track my order", "predicted_label": "y", "confidence": 0.99,
+                            "provider": "teacher"}])
+    report = triage(settings)
+    assert (report.triaged, report.resolved_known, report.needs_review, report.auto_approved) == (3, 2, 0, 1)
+    rows, gt = _queries(settings), _labels(settings)
+    assert (rows["copy"].review_status, rows["copy2"].review_status) == (store.APPROVED, store.REJECTED)
+    assert (gt["copy"].label, gt["copy"].source, gt["copy"].reviewer) == (
+        "track_order", "label-studio", "resolved from query answered")
+    assert "copy2" not in gt
+    assert gt["confident"].source == "auto-approved"  # an auto-approval is not a question waiting for a human
+
+    log_queries(settings, [{"id": "copy3", "text": "TRACK MY ORDER", "predicted_label": "x", "confidence": 0.2}])
+    off = settings.model_copy(update={"resolve_known_texts": False})
+    assert triage(off).needs_review == 1 and _queries(settings)["copy3"].review_status == store.NEEDS_REVIEW
+
+
+def test_audit_sample_goes_to_review_and_keeps_its_auto_approved_label(settings: Settings) -> None:
+    sampled = settings.model_copy(update={"audit_rate": 0.3})
+    log_queries(settings, [{"id": f"t{i}", "text": f"question {i}", "predicted_label": "lbl", "confidence": 0.95,
+                            "provider": "teacher"} for i in range(60)])
+    report = triage(sampled)
+    expected = {f"t{i}" for i in range(60) if in_sample(f"t{i}", 0.3)}
+    assert 8 <= len(expected) <= 30 and report.audit_sampled == len(expected)
+    rows, gt = _queries(settings), _labels(settings)
+    assert {q for q, r in rows.items() if r.review_status == store.NEEDS_REVIEW} == expected
+    assert {rows[q].review_priority for q in expected} == {5}
+    assert set(gt) == set(rows) and {r.source for r in gt.values()} == {"auto-approved"}  # label kept meanwhile
+    with store.connect(settings) as conn:
+        audits = conn.execute(select(store.audits)).all()
+    assert {(a.query_id, a.kind, a.provider, a.label, a.outcome) for a in audits} == {
+        (q, "sample", "teacher", "lbl", None) for q in expected}
+    assert triage(sampled).triaged == 0  # a re-run picks nothing new
+
+
+def test_a_paused_provider_sends_its_confident_answers_to_review(settings: Settings) -> None:
+    strict = settings.model_copy(update={"audit_min_samples": 10, "audit_rate": 0.0})
+    log_queries(settings, [{"id": f"a{i}", "text": f"audited {i}", "predicted_label": "lbl", "confidence": 0.9,
+                            "provider": "teacher"} for i in range(10)])
+    assert triage(strict).auto_approved == 10
+    with store.connect(settings) as conn:  # ten answered audits of the teacher, five of them wrong
+        add_audits(conn, [{"query_id": f"a{i}", "kind": "sample", "provider": "teacher", "label": "lbl",
+                           "uncertainty": 0.5} for i in range(10)])
+        record_outcomes(conn, {f"a{i}": "lbl" if i % 2 else "other" for i in range(10)})
+    log_queries(settings, [{"id": "new", "text": "fresh question", "predicted_label": "lbl", "confidence": 0.97,
+                            "provider": "teacher"}])
+    report = triage(strict)
+    assert report.paused_providers == ["teacher"] and report.paused_to_review == 1
+    row = _queries(settings)["new"]
+    assert (row.review_status, row.review_priority) == (store.NEEDS_REVIEW, 5)
+    assert "new" not in _labels(settings)  # nothing auto-approved while paused
