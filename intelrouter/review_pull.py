@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from intelrouter import groundtruth, store
@@ -179,13 +179,17 @@ def _already_pulled(held: Any, answer: _Answer) -> bool:
 
 def _store_answer(conn: Connection, query: Any, answer: _Answer, result: PullResult, shares: tuple[float, float]
                   ) -> dict[str, Any]:
-    """Write the label (if any) to ml_data and count the answer; returns the review_tasks values to store."""
+    """Write the label to ml_data (or, for none-of-these and skips, remove the one an earlier answer gave) and count
+    the answer; returns the review_tasks values to store."""
     agrees = None if answer.status == SKIPPED else answer.label is not None and answer.label == guess(query)
     if answer.label is not None:
         groundtruth.upsert_label(
             conn, query_id=query.id, text=query.text, label=answer.label, source="label-studio",
             language=query.language, reviewer=answer.reviewer, shares=shares,
         )
+    else:  # "none of these" or a skip, maybe correcting an earlier answer: the label this review gave goes
+        m = store.ml_data
+        conn.execute(delete(m).where(m.c.query_id == query.id, m.c.source == "label-studio"))
     if answer.status == SKIPPED:
         result.skipped += 1
     elif answer.none_of_these:
