@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, text, update
@@ -111,8 +111,13 @@ def _busy_message(settings: Settings, wait: float) -> str:
     return f"{who}{since}: try again later (waited {wait:g} s, INTELROUTER_TRAINING_LOCK_WAIT_SECONDS)"
 
 
+def _wall_now() -> datetime:
+    """Real time, naive UTC: a lock is about live processes, never the simulated clock of `intelrouter simulate`."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 def _me() -> dict[str, Any]:
-    now = store.utcnow()
+    now = _wall_now()
     return {"holder": uuid.uuid4().hex, "host": socket.gethostname()[:255], "pid": os.getpid(),
             "acquired_at": now, "heartbeat_at": now}
 
@@ -206,7 +211,7 @@ class _SqliteLock:
         # (SQLITE_BUSY) instead of waiting its busy timeout when two takers race
         t = store.locks
         for _ in range(3):  # free, or freed from an abandoned holder, the row is inserted on a later turn
-            now = store.utcnow()
+            now = _wall_now()
             with store.connect(self.settings) as conn:
                 if conn.execute(_INSERT_IF_FREE, {"name": LOCK_NAME, **self.me, "acquired_at": now,
                                                   "heartbeat_at": now}).rowcount == 1:
@@ -226,7 +231,7 @@ class _SqliteLock:
             try:
                 with store.connect(self.settings) as conn:
                     done = conn.execute(update(t).where(t.c.name == LOCK_NAME, t.c.holder == self.me["holder"])
-                                        .values(heartbeat_at=store.utcnow())).rowcount
+                                        .values(heartbeat_at=_wall_now())).rowcount
             except StoreError:
                 continue  # a busy or briefly unreachable file: the next beat tries again, expiry is far away
             if not done:
