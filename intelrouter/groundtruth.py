@@ -151,11 +151,14 @@ def settle_all(conn: Connection, answers: Sequence[Answer], *, shares: tuple[flo
     """Store human answers and each query's new review status, which it returns.
 
     A label becomes each query's ground truth (source label-studio) and approves it. "None of these" (label None)
-    rejects it and drops the weaker label it may hold (auto-approved, feedback: a human said it is wrong). A skip
-    leaves the query's labels as they are: approved (or auto-approved) when it has one, else rejected. Open audits of
-    these queries are settled by the answer (`trust.record_outcomes`).
+    rejects it and drops the weaker label it may hold (auto-approved, feedback: a human said it is wrong). Either,
+    or a skip, removes the label an earlier answer of this review gave (a correction); a skip leaves the query's
+    other labels as they are: approved (or auto-approved) when it has one, else rejected. Open audits of these
+    queries are settled by the answer (`trust.record_outcomes`).
     """
     statuses: dict[str, str] = {}
+    # "none of these" or a skip may correct an earlier answer of this review: the label it gave goes first
+    drop_review_labels(conn, [row.id for a in answers if a.label is None for row in a.queries])
     skipped = [row.id for a in answers if a.skipped for row in a.queries]
     held = _held_sources(conn, skipped)
     for qid in skipped:
@@ -193,6 +196,13 @@ def drop_weaker_labels(conn: Connection, query_ids: Sequence[str]) -> int:
     t = store.ml_data
     return sum(conn.execute(delete(t).where(t.c.query_id.in_(query_ids[i:i + 1000]), t.c.source.in_(weaker))).rowcount
                for i in range(0, len(query_ids), 1000))
+
+
+def drop_review_labels(conn: Connection, query_ids: Sequence[str]) -> int:
+    """Delete the label-studio labels of these queries (their review answer is now "none of these" or a skip)."""
+    t = store.ml_data
+    return sum(conn.execute(delete(t).where(t.c.query_id.in_(query_ids[i:i + 1000]), t.c.source == "label-studio"))
+               .rowcount for i in range(0, len(query_ids), 1000))
 
 
 def _held_sources(conn: Connection, query_ids: Sequence[str]) -> dict[str, str]:

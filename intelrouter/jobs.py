@@ -1,14 +1,17 @@
 """The MLflow jobs: training (`intelrouter train`, `mlflow run . -e train`) and evaluation (`intelrouter evaluate`).
 
-A training run is a handful of named steps — prepare the data, fit, compare with @production, log, register —
-inside one tracked run; only a version that passed the gate marks the rows it used. A failure anywhere moves no
-alias and marks no rows.
+A training run is a handful of named steps — prepare the data, fit, compare with @production, log, mark the rows,
+register, move the alias — inside one tracked run and the lifecycle lock (one training at a time); only a version
+that passed the gate marks the rows it used. A failure before the rows are marked changes nothing; after, a retry
+of the same job resumes (`resume`) and anything else is undone or finished by `recovery`.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,7 @@ import pandas as pd
 from pydantic import ValidationError
 from sqlalchemy import bindparam, update
 
-from intelrouter import audit, lifecycle, loading, registry, store, tracking
+from intelrouter import audit, lifecycle, loading, locks, recovery, registry, resume, store, tracking
 from intelrouter.config import Settings
 from intelrouter.data import Splits, collapse_copies, data_digest, load_examples, recent_mask, split_examples
 from intelrouter.errors import InputError, InsufficientDataError
@@ -30,6 +33,7 @@ from intelrouter.jsonfiles import write_report
 from intelrouter.model import Router
 from intelrouter.names import PRODUCTION
 from intelrouter.plots import write_plots, write_tables
+from intelrouter.recovery import JOB_TAG
 from intelrouter.train import TrainOptions, feature_params, fit_router
 
 
@@ -68,6 +72,7 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
     marked_rows: int = 0
     aliases: dict[str, Any] = field(default_factory=dict)  # where @production and @staging point afterwards
+    resumed: bool = False  # a retry that found the version registered and finished the job
 
 
 def train_options(options: TrainOptions | None = None, **overrides: Any) -> TrainOptions:
@@ -156,8 +161,8 @@ def log_run(run: Any, settings: Settings, options: TrainOptions, data: TrainingD
 
 
 def register(settings: Settings, model_uri: str, router: Router, data: TrainingData, semver: str,
-             decision: GateResult, metrics: dict[str, float]) -> tuple[str, str]:
-    """Register the logged model with its tags and move it by the gate's decision: (version, lifecycle)."""
+             decision: GateResult, metrics: dict[str, float], job_key: str) -> str:
+    """Register the logged model with its tags (lifecycle `testing`) and name the version on the run."""
     import mlflow
 
     tags = {
@@ -166,25 +171,49 @@ def register(settings: Settings, model_uri: str, router: Router, data: TrainingD
         "data_digest": data.digest, "code_version": tracking.code_version(), "classifier": router.info["classifier"],
         "test_accuracy": f"{metrics.get('test_accuracy', 0):.4f}",
         "test_macro_f1": f"{metrics.get('test_macro_f1', 0):.4f}",
-        "recent_accuracy": f"{metrics.get('recent_accuracy', 0):.4f}",
+        "recent_accuracy": f"{metrics.get('recent_accuracy', 0):.4f}", JOB_TAG: job_key,
     }
     note = tracking.run_note(router, data.splits, data.digest, metrics, decision)  # the run's note, on the version
-    version, stage = lifecycle.register(settings, model_uri, tags, decision.passed, decision.reasons, note)
-    mlflow.set_tags({"lifecycle": stage, "model_version": version})
-    return version, stage
+    version = lifecycle.register(settings, model_uri, tags, note)
+    mlflow.set_tags({"model_version": version})  # a retry of this job finds the version and resumes from here
+    return version
 
 
-def train(settings: Settings, options: TrainOptions | None = None, **overrides: Any) -> TrainResult:
-    """Train, evaluate, gate and register one version; a failure moves no alias and marks no rows."""
+def train(settings: Settings, options: TrainOptions | None = None, *, job_key: str | None = None,
+          **overrides: Any) -> TrainResult:
+    """Train, evaluate, gate, register and move one version, one training at a time (the lifecycle lock).
+
+    `job_key` names a job that may be retried (the flows pass their task run id): a retry that finds the job's
+    version registered finishes the steps after registration instead of training again. Without a key a failure
+    is cleaned up at once (`recovery.recover`: marks released, version rejected); with one it waits for the retry.
+    """
     options = train_options(options, **overrides)
+    with locks.training_lock(settings) as lock:
+        if job_key:
+            registered = resume.find(settings, job_key)
+            if registered is not None:
+                return _resume(settings, registered, lock)
+        recovery.recover(settings)
+        try:
+            return _train(settings, options, job_key or uuid.uuid4().hex, lock)
+        except Exception:
+            if not job_key:  # nobody retries this job: undo its marks and reject its version now
+                _recover_quietly(settings)
+            raise
+
+
+def _train(settings: Settings, options: TrainOptions, job_key: str, lock: locks.Held) -> TrainResult:
+    """The job's steps: prepare, fit, judge, log, mark the rows (a passing version), register, move the alias."""
+    import mlflow
+
     timings: dict[str, float] = {}
     started = t0 = time.perf_counter()
     data = prepare(settings, options)
     timings["load_s"] = time.perf_counter() - t0
     feature_set = data.features.feature_set_id()
-    semver = registry.next_semver(settings, feature_set)
+    semver = registry.next_semver(settings, feature_set)  # inside the lock: no other job can take the same one
     tags = {"semver": semver, "data_digest": data.digest, "code_version": tracking.code_version(),
-            "lifecycle": "testing", "feature_set": feature_set}
+            "lifecycle": "testing", "feature_set": feature_set, JOB_TAG: job_key}
     with tracking.tracked_run(settings, "v" + store.utcnow().strftime("%Y%m%d_%H%M%S"), tags) as run:
         router, fit_times = fit_router(data.splits.train, data.splits.val, data.features, options, settings)
         timings.update(fit_times)
@@ -195,21 +224,66 @@ def train(settings: Settings, options: TrainOptions | None = None, **overrides: 
         t0 = time.perf_counter()
         metrics, model_uri = log_run(run, settings, options, data, router, comparison, baseline_version)
         timings["log_s"] = time.perf_counter() - t0
+        decision = comparison.decision
+        lock.check()
         t0 = time.perf_counter()
-        version, stage = register(settings, model_uri, router, data, semver, comparison.decision, metrics)
+        # seed 004: only a version that passed the gate uses up its samples (train, validation and test rows alike:
+        # all of them shaped it). They are marked before the version is registered and moved: after a crash
+        # anywhere later, either a retry finishes the move or recovery rejects the version and releases them.
+        marked = mark_trained(settings, rows_used(data), semver) if decision.passed else 0
+        version = register(settings, model_uri, router, data, semver, decision, metrics, job_key)
+        lock.check()
+        stage = lifecycle.apply_gate(settings, version, decision.passed, decision.reasons)
+        mlflow.set_tags({"lifecycle": stage})
         aliases = registry.where_aliases_point(settings)
         timings["register_s"] = time.perf_counter() - t0
-    decision = comparison.decision
-    # seed 004: only a version that passed the gate uses up its samples (train, validation and test rows alike:
-    # all of them shaped it); a rejected one leaves them for the next
-    used = pd.concat([data.splits.train, data.splits.val, data.splits.test], ignore_index=True)
-    marked = mark_trained(settings, used, semver) if decision.passed else 0
     timings["total_s"] = time.perf_counter() - started
     result = TrainResult(run_id=run.info.run_id, version=version, semver=semver, lifecycle=stage, gate=decision,
                          metrics=metrics, threshold=router.threshold, report_path=None, timings=timings,
                          marked_rows=marked, aliases=aliases)
-    result.report_path = write_training_report(settings, result, data, router)
+    result.report_path = write_training_report(settings, result, data_summary(data), router.info)
     return result
+
+
+def _resume(settings: Settings, found: resume.Registered, lock: locks.Held) -> TrainResult:
+    """Finish a retried job whose version is registered: the gate's move, the run's status, the report."""
+    recovery.recover(settings, keep=found.version)  # a move of ours cut short is finished here
+    stage = registry.get_version(settings, found.version).tags.get("lifecycle", "testing")
+    if stage == "testing":
+        lock.check()
+        stage = lifecycle.apply_gate(settings, found.version, found.passed, found.reasons)
+    client = registry.get_client(settings)
+    registry.call(settings, "run", client.set_tag, found.run_id, "lifecycle", stage)
+    if found.run_status != "FINISHED":
+        registry.call(settings, "run", client.set_terminated, found.run_id, "FINISHED")
+    with store.connect(settings) as conn:
+        marked = store.count(conn, "SELECT COUNT(*) FROM ml_data WHERE trained_version = :v", v=found.semver)
+    result = TrainResult(run_id=found.run_id, version=found.version, semver=found.semver, lifecycle=stage,
+                         gate=GateResult(found.passed, found.reasons), metrics=found.metrics,
+                         threshold=found.metrics.get("threshold", 0.0), report_path=None, marked_rows=marked,
+                         aliases=registry.where_aliases_point(settings), resumed=True)
+    result.report_path = write_training_report(settings, result, found.data, found.info)
+    return result
+
+
+def _recover_quietly(settings: Settings) -> None:
+    """Undo a failed job's marks and reject its version now; when that fails too, the next start does it."""
+    try:
+        recovery.recover(settings)
+    except Exception:  # noqa: BLE001 - the job's own error is the one to report
+        logging.getLogger(__name__).warning("could not clean up after the failed training; the next start will")
+
+
+def rows_used(data: TrainingData) -> pd.DataFrame:
+    """Every row a version trained, calibrated or was tested on."""
+    return pd.concat([data.splits.train, data.splits.val, data.splits.test], ignore_index=True)
+
+
+def data_summary(data: TrainingData) -> dict[str, Any]:
+    """What the training report says about the data: rows per split, the split rule, label counts."""
+    splits = data.splits
+    return {"rows": len(data.frame), "train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
+            "split": splits.how, "labels": dict(Counter(data.frame["label"]))}
 
 
 def mark_trained(settings: Settings, used_rows: pd.DataFrame, semver: str) -> int:
@@ -234,19 +308,16 @@ def mark_trained(settings: Settings, used_rows: pd.DataFrame, semver: str) -> in
         return store.count(conn, "SELECT COUNT(*) FROM ml_data WHERE trained_version = :v", v=semver) - before
 
 
-def write_training_report(settings: Settings, result: TrainResult, data: TrainingData, router: Router) -> Path:
+def write_training_report(settings: Settings, result: TrainResult, data: dict[str, Any], info: dict[str, Any]
+                          ) -> Path:
     """logs/training-router-vX.Y.Z.json: the version, its data, metrics, gate decision and timings."""
     keys = ("accuracy", "macro_f1", "weighted_f1", "coverage", "answered_accuracy", "uncertain_rate", "ece",
             "oos_recall", "inscope_accuracy_at_threshold", "rows")
-    splits = data.splits
     report = {
         "version": result.version, "semver": result.semver, "run_id": result.run_id, "lifecycle": result.lifecycle,
         "created_at": store.utcnow().isoformat(), "model_name": settings.model_name,
         "gate": {"passed": result.gate.passed, "reasons": result.gate.reasons},
-        "threshold": result.threshold, "info": router.info,
-        "data": {"rows": len(data.frame), "train": len(splits.train), "val": len(splits.val),
-                 "test": len(splits.test), "split": splits.how, "labels": dict(Counter(data.frame["label"])),
-                 "marked_rows": result.marked_rows},
+        "threshold": result.threshold, "info": info, "data": {**data, "marked_rows": result.marked_rows},
         "metrics": {s: {k: result.metrics[f"{s}_{k}"] for k in keys if f"{s}_{k}" in result.metrics} for s in SLICES},
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
     }

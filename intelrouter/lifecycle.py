@@ -1,7 +1,10 @@
 """The lifecycle's moves in the registry: testing → canary (@staging) → production (@production), and back.
 
 Aliases carry the lifecycle; version tags say it in words (`lifecycle`, `rejected_reason`, ...). MLflow keeps no
-history of alias moves, so the production history is a JSON list in a registered-model tag. Every move refreshes
+history of alias moves, so the production history is a JSON list in a registered-model tag. Every move is first
+recorded in the registered-model tag `pending_move`, then made step by step (each step safe to repeat), then the
+record is dropped: `settle` (run by every move first, and by `recovery`) finishes a move a crash cut short, and
+turns "@staging on @production's version" into the finished promotion. Every move refreshes
 the SQL mirror of the registry (`registry_mirror`) once it has succeeded, and turns MLflow failures into one-line
 RegistryError / NotFoundError messages (through `registry.call`).
 """
@@ -12,6 +15,7 @@ import functools
 import json
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from intelrouter import registry_mirror
@@ -21,11 +25,13 @@ from intelrouter.names import ALIASES, PRODUCTION, STAGING
 from intelrouter.registry import (
     CANARY_TAG,
     HISTORY_TAG,
+    PENDING_TAG,
     alias_version,
     call,
     describe_version,
     get_client,
     get_version,
+    model_tags,
     production_history,
     tag_version,
 )
@@ -87,56 +93,31 @@ def promote(settings: Settings, version: str | int, to: Literal["staging", "prod
     if to not in ALIASES:
         raise InputError(f"cannot promote to {to!r}: use staging or production")
     mv = get_version(settings, version)
-    client = get_client(settings)
-    current = alias_version(settings, to)
-    if current is not None and str(current.version) == str(mv.version):
-        return mv
+    settle(settings)  # a move a crash left half done is finished first
+    v, current = str(mv.version), alias_version(settings, to)
+    previous = str(current.version) if current is not None else None
     if to == STAGING:
         prod = alias_version(settings, PRODUCTION)
-        if prod is not None and str(prod.version) == str(mv.version):
-            raise InputError(f"version {str(mv.version)} is already @production")
-        call(settings, "alias", client.set_registered_model_alias, settings.model_name, STAGING, str(mv.version))
-        try:
-            _set_lifecycle(settings, str(mv.version), "canary")
-            set_canary_share(settings, settings.canary_share)
-            if current is not None:
-                _set_lifecycle(settings, str(current.version), "archived")
-        except IntelRouterError:
-            _restore_alias(client, settings, STAGING, current)
-            raise
+        if prod is not None and str(prod.version) == v:
+            raise InputError(f"version {v} is already @production")
+        if previous != v:  # the same canary again keeps its share
+            _move(settings, {"op": STAGING, "version": v, "previous": previous})
         return mv
     history = production_history(settings)
-    staging = alias_version(settings, STAGING)
-    call(settings, "alias", client.set_registered_model_alias, settings.model_name, PRODUCTION, str(mv.version))
-    try:
-        if current is not None and (not history or history[-1] != str(current.version)):
-            history.append(current.version)
-        _set_history(client, settings, [*history, str(mv.version)])
-        _set_lifecycle(settings, str(mv.version), "production")
-        if current is not None:
-            _set_lifecycle(settings, str(current.version), "archived")
-        if staging is not None and str(staging.version) == str(mv.version):
-            call(settings, "alias", client.delete_registered_model_alias, settings.model_name, STAGING)
-    except IntelRouterError:
-        _restore_alias(client, settings, PRODUCTION, current)
-        raise
+    for held in (previous, v):  # the history ends with the old production version, then the new one
+        if held is not None and (not history or history[-1] != held):
+            history.append(held)
+    # run even when @production is there already: finishing the rest (staging cleared, tags) is what makes a
+    # promotion cut short by a crash complete
+    _move(settings, {"op": PRODUCTION, "version": v, "previous": previous if previous != v else None,
+                     "history": history})
     return mv
-
-
-def _restore_alias(client: MlflowClient, settings: Settings, alias: str, previous: ModelVersion | None) -> None:
-    try:
-        if previous is None:
-            client.delete_registered_model_alias(settings.model_name, alias)
-        else:
-            client.set_registered_model_alias(settings.model_name, alias, str(previous.version))
-    except Exception:  # best effort: the error that brought us here is the one to report
-        pass
 
 
 @mirrored
 def rollback(settings: Settings) -> ModelVersion:
     """Move @production back to the previous production version in one step; returns that version."""
-    client = get_client(settings)
+    settle(settings)
     current = alias_version(settings, PRODUCTION)
     if current is None:
         raise NoActiveModelError()
@@ -152,40 +133,101 @@ def rollback(settings: Settings) -> ModelVersion:
             history.pop()
     if previous is None:
         raise RegistryError(f"no earlier production version to roll back to (@production is v{str(current.version)})")
-    call(settings, "alias", client.set_registered_model_alias, settings.model_name, PRODUCTION, str(previous.version))
-    try:
-        _set_history(client, settings, history)
-        _set_lifecycle(settings, str(previous.version), "production")
-        _set_lifecycle(settings, str(current.version), "rejected", rejected_reason="rolled back from production")
-    except IntelRouterError:
-        _restore_alias(client, settings, PRODUCTION, current)
-        raise
+    _move(settings, {"op": "rollback", "version": str(previous.version), "previous": str(current.version),
+                     "history": history})
     return previous
 
 
 @mirrored
 def clear_staging(settings: Settings, reason: str) -> ModelVersion | None:
     """End a canary: remove @staging, mark its version rejected with the reason; None when no canary runs."""
+    settle(settings)
     staging = alias_version(settings, STAGING)
     if staging is None:
         return None
-    client = get_client(settings)
-    call(settings, "alias", client.delete_registered_model_alias, settings.model_name, STAGING)
-    _set_lifecycle(settings, str(staging.version), "rejected", rejected_reason=reason)
-    set_canary_share(settings, settings.canary_share)
+    _move(settings, {"op": "clear", "version": str(staging.version), "reason": reason})
     return staging
 
 
-def register(settings: Settings, model_uri: str, tags: dict[str, str], passed: bool, reasons: list[str],
-             description: str | None = None) -> tuple[str, str]:
-    """Register a logged model as a new version with its tags and description, then move it by the gate:
-    (version, lifecycle)."""
+def _move(settings: Settings, move: dict[str, Any]) -> None:
+    """Record the move in a registered-model tag, make it, then drop the record: a crash leaves it to `settle`."""
+    client = get_client(settings)
+    move = {**move, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    call(settings, "registered model", client.set_registered_model_tag, settings.model_name, PENDING_TAG,
+         json.dumps(move))
+    try:
+        _finish(settings, client, move)
+        call(settings, "registered model", client.delete_registered_model_tag, settings.model_name, PENDING_TAG)
+    except IntelRouterError as exc:
+        raise RegistryError(f"{exc} (the move of version {move['version']} ({move['op']}) is recorded: the next "
+                            "training or canary check finishes it)") from None
+
+
+def _finish(settings: Settings, client: MlflowClient, move: dict[str, Any]) -> None:
+    """Every step of a move, each one safe to repeat: the first run and a recovery run the same code."""
+    op, v, previous, name = move["op"], move["version"], move.get("previous"), settings.model_name
+    if op == "clear":
+        staging = alias_version(settings, STAGING)
+        if staging is not None and str(staging.version) == v:
+            call(settings, "alias", client.delete_registered_model_alias, name, STAGING)
+        _set_lifecycle(settings, v, "rejected", rejected_reason=move.get("reason", ""))
+        set_canary_share(settings, settings.canary_share)
+        return
+    call(settings, "alias", client.set_registered_model_alias, name, STAGING if op == STAGING else PRODUCTION, v)
+    if op == STAGING:
+        _set_lifecycle(settings, v, "canary")
+        set_canary_share(settings, settings.canary_share)
+        if previous is not None:
+            _set_lifecycle(settings, previous, "archived")
+        return
+    _set_history(client, settings, move["history"])
+    _set_lifecycle(settings, v, "production")
+    if previous is not None and op == "rollback":
+        _set_lifecycle(settings, previous, "rejected", rejected_reason="rolled back from production")
+    elif previous is not None:
+        _set_lifecycle(settings, previous, "archived")
+    staging = alias_version(settings, STAGING)
+    if staging is not None and str(staging.version) == v:  # the canary became production: no canary any more
+        call(settings, "alias", client.delete_registered_model_alias, name, STAGING)
+
+
+@mirrored
+def settle(settings: Settings) -> list[str]:
+    """Finish a lifecycle move a crash left half done, and end "@staging on @production's version".
+
+    Returns what it did, one line each (empty when the registry was consistent)."""
+    done = []
+    raw = model_tags(settings).get(PENDING_TAG)
+    if raw:
+        try:
+            move = json.loads(raw)
+            move["op"], move["version"]  # noqa: B018 - a record without them is not ours
+        except (ValueError, TypeError, KeyError):
+            raise RegistryError(f"registered-model tag {PENDING_TAG} is not a move record: fix or delete it") from None
+        client = get_client(settings)
+        _finish(settings, client, move)
+        call(settings, "registered model", client.delete_registered_model_tag, settings.model_name, PENDING_TAG)
+        done.append(f"finished the interrupted move of version {move['version']} ({move['op']}) "
+                    f"recorded at {move.get('at', '?')}")
+    prod, staging = alias_version(settings, PRODUCTION), alias_version(settings, STAGING)
+    if prod is not None and staging is not None and str(prod.version) == str(staging.version):
+        # a promotion cut short before the pending record existed (or by hand): finish it as one
+        v, history = str(prod.version), production_history(settings)
+        previous = history[-1] if history and history[-1] != v else None  # the production it replaced, if known
+        _finish(settings, get_client(settings), {"op": PRODUCTION, "version": v, "previous": previous,
+                                                 "history": history if previous is None and history else [*history, v]})
+        done.append(f"version {v} held both @production and @staging: @staging cleared")
+    return done
+
+
+def register(settings: Settings, model_uri: str, tags: dict[str, str], description: str | None = None) -> str:
+    """Register a logged model as a new version (lifecycle `testing`) with its tags and description."""
     import mlflow
 
     mv = call(settings, "register model", mlflow.register_model, model_uri, settings.model_name, tags=tags)
     if description:
         describe_version(settings, mv.version, description)
-    return str(mv.version), apply_gate(settings, str(mv.version), passed, reasons)
+    return str(mv.version)
 
 
 @mirrored
@@ -196,7 +238,8 @@ def apply_gate(settings: Settings, version: str | int, passed: bool, reasons: li
     if not passed:
         _set_lifecycle(settings, str(version), "rejected", rejected_reason=f"gate failed: {text}")
         return "rejected"
-    if alias_version(settings, PRODUCTION) is None:
+    prod = alias_version(settings, PRODUCTION)
+    if prod is None or str(prod.version) == str(version):  # the first model (or a resumed job that moved it)
         promote(settings, version, PRODUCTION)
         return "production"
     promote(settings, version, STAGING)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 LIFECYCLES = ("testing", "canary", "production", "rejected", "archived")
 HISTORY_TAG = "production_history"
+PENDING_TAG = "pending_move"  # a lifecycle move in progress (lifecycle.py): {"op", "version", "previous", ...}
 CANARY_TAG = "canary_share"
 _CONNECTION_HINTS = ("api request to", "max retries", "connection refused", "failed to establish", "timed out",
                      "unable to open database", "could not connect", "connection to server")
@@ -134,7 +135,8 @@ def list_model_versions(settings: Settings) -> list[ModelVersion]:
     return sorted(versions, key=lambda mv: int(mv.version), reverse=True)
 
 
-def _registered_tags(settings: Settings) -> dict[str, str]:
+def model_tags(settings: Settings) -> dict[str, str]:
+    """The registered model's tags (empty when the model is not registered yet)."""
     client = get_client(settings)
     try:
         return dict(call(settings, "registered model", client.get_registered_model, settings.model_name).tags)
@@ -151,7 +153,7 @@ def where_aliases_point(settings: Settings) -> dict[str, Any]:
 
 def canary_share(settings: Settings) -> float:
     """The share of traffic @staging gets (registered-model tag, default settings.canary_share)."""
-    raw = _registered_tags(settings).get(CANARY_TAG)
+    raw = model_tags(settings).get(CANARY_TAG)
     try:
         return min(max(float(raw), 0.0), 1.0) if raw is not None else settings.canary_share
     except ValueError:
@@ -160,7 +162,7 @@ def canary_share(settings: Settings) -> float:
 
 def production_history(settings: Settings) -> list[str]:
     """Versions that held @production, oldest first (the current one last)."""
-    raw = _registered_tags(settings).get(HISTORY_TAG)
+    raw = model_tags(settings).get(HISTORY_TAG)
     try:
         return [str(v) for v in json.loads(raw)] if raw else []
     except (ValueError, TypeError):

@@ -138,6 +138,19 @@ audits = Table(
     Index("ix_audits_kind_provider", "kind", "provider", "answered_at"),
 )
 
+# Who holds a lock (training, lifecycle moves): the lock itself on SQLite, the holder's name on PostgreSQL (0005)
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("purpose", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("acquired_at", DateTime, nullable=False),
+    Column("heartbeat_at", DateTime, nullable=False),
+)
+
 # model_versions and model_metadata, the registry's mirror for SQL users, are declared on this metadata in
 # registry_mirror.py, the one module that writes them (migration 0004).
 

@@ -53,6 +53,17 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
+def _duplicate_canary(targets: dict[str, Any]) -> str | None:
+    """The version when @staging points at @production's (a promotion a crash cut short), else None.
+
+    Such a @staging is no canary: serving only reads the registry (every replica polls it; none may write), so it
+    serves that version as production alone until the canary check or the next training finishes the promotion."""
+    prod, staging = targets.get("production"), targets.get("staging")
+    if prod is not None and staging is not None and str(prod.version) == str(staging.version):
+        return str(prod.version)
+    return None
+
+
 def _version(slot: Slot | None) -> str | None:
     return slot.version if slot else None
 
@@ -80,6 +91,7 @@ class ModelHolder:
         self._stop = threading.Event()
         self._refresh_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._duplicate: str | None = None  # the version both aliases pointed at on the last poll, if they did
 
     def start(self) -> ModelHolder:
         """Load what the aliases point at now, then follow them in a background thread."""
@@ -111,6 +123,13 @@ class ModelHolder:
                 return self._poll_failed(exc)
             except Exception as exc:  # noqa: BLE001 - a registry hiccup must never stop serving
                 return self._poll_failed(exc)
+            duplicate = _duplicate_canary(targets)
+            if duplicate is not None:
+                if duplicate != self._duplicate:
+                    log.warning("@staging and @production both point at version %s: serving it as production only",
+                                duplicate)
+                targets["staging"] = None
+            self._duplicate = duplicate
             current = self.snapshot
             slots = {alias: self._resolve(alias, getattr(current, alias), targets[alias]) for alias in ALIASES}
             new = Snapshot(production=slots["production"], staging=slots["staging"], share=share)

@@ -197,3 +197,68 @@ def test_a_canary_moved_by_hand_during_the_check_is_left_alone(canary_settings: 
     lifecycle.promote(s, v3, "staging")  # an operator replaces the canary meanwhile
     assert canary.apply(s, state, decision) is False
     assert registry.alias_version(s, "staging").version == v3 and registry.canary_share(s) == 0.1
+
+
+class Killed(BaseException):
+    """The process died here: raised past every `except Exception`, as SIGKILL would stop it."""
+
+
+def test_a_promotion_killed_between_its_alias_moves_is_finished_by_the_next_check(
+    canary_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    s = canary_settings
+    v1, v2 = _register(s, 2)
+    lifecycle.promote(s, v1, "production")
+    lifecycle.promote(s, v2, "staging")
+    lifecycle.set_canary_share(s, 1.0)  # the last step: the next good check promotes
+    _traffic(s, v2, "staging", 18, 2, "s", hours_ago=2)
+    _traffic(s, v1, "production", 18, 2, "p", hours_ago=1.5)
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise Killed("died after @production moved, before @staging was cleared")
+
+    with monkeypatch.context() as m:
+        m.setattr(MlflowClient, "delete_registered_model_alias", killed)
+        with pytest.raises(Killed):
+            canary.check(s)
+    assert registry.alias_version(s, "production").version == registry.alias_version(s, "staging").version == v2
+
+    after = canary.check(s)  # the next hourly check: no canary to judge, and the promotion is finished
+    assert after.decision["action"] == "none"
+    assert registry.alias_version(s, "production").version == v2 and registry.alias_version(s, "staging") is None
+    assert registry.get_version(s, v1).tags["lifecycle"] == "archived"
+    assert registry.production_history(s) == [str(v1), str(v2)]
+    assert registry.PENDING_TAG not in registry.get_client(s).get_registered_model(s.model_name).tags
+
+
+def test_a_check_while_a_training_holds_the_lock_changes_nothing(canary_settings: Settings) -> None:
+    import threading
+
+    from intelrouter.locks import training_lock
+
+    s = load_settings(canary_window_hours=1, canary_min_feedback=10, training_lock_wait_seconds=0)
+    v1, v2 = _register(s, 2)
+    lifecycle.promote(s, v1, "production")
+    lifecycle.promote(s, v2, "staging")
+    _traffic(s, v2, "staging", 15, 0, "s", hours_ago=2)
+    _traffic(s, v1, "production", 15, 0, "p", hours_ago=1.5)
+    held, done = threading.Event(), threading.Event()
+
+    def training() -> None:  # another process's training, as far as the lock can tell (another context)
+        with training_lock(s):
+            held.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=training)
+    thread.start()
+    try:
+        assert held.wait(30)
+        result = canary.check(s)
+        assert result.decision["action"] == "raise" and not result.applied
+        assert registry.canary_share(s) == 0.1
+    finally:
+        done.set()
+        thread.join(30)
+    assert canary.check(s).applied and registry.canary_share(s) == 0.5

@@ -8,7 +8,7 @@ from conftest import DATASETS
 from flow_fixtures import artifacts, run
 from sqlalchemy import select
 
-from intelrouter import registry, store
+from intelrouter import lifecycle, registry, store
 from intelrouter.config import Settings
 from intelrouter.labels import import_labels
 
@@ -56,3 +56,51 @@ def test_export_flow_writes_a_snapshot(flow_settings: Settings, tmp_path: Path) 
     assert result == {"path": str(out), "rows": 100}
     assert len(out.read_text().splitlines()) == 100
     assert "100" in artifacts(run_id)["intelrouter-export"].data
+
+
+def test_a_retry_after_registering_finishes_the_move_without_training_again(
+    flow_settings: Settings, monkeypatch
+) -> None:  # noqa: ANN001
+    from flows.train import train
+    from intelrouter.errors import RegistryError
+
+    import_labels(flow_settings, SAMPLES, "text", "label", None)
+    real, calls = lifecycle.apply_gate, []
+
+    def unreachable_once(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 1:  # the version is registered; then the tracking server drops out
+            raise RegistryError("model registry at http://mlflow:5000 is unreachable (connection refused)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "apply_gate", unreachable_once)
+    result, _ = run(train, force=True)  # Prefect retries the task (the same task run id: the same job)
+    assert len(calls) == 2 and result["trained"] and result["lifecycle"] == "production"
+    assert [str(mv.version) for mv in registry.list_model_versions(flow_settings)] == ["1"]
+    assert result["trained_rows"] == 322
+
+
+def test_a_second_training_skips_while_one_runs(flow_settings: Settings) -> None:
+    import threading
+
+    from flows.train import train
+    from intelrouter.locks import training_lock
+
+    held, done = threading.Event(), threading.Event()
+
+    def other_training() -> None:  # the other schedule's run, in its own context
+        with training_lock(flow_settings):
+            held.set()
+            done.wait(120)
+
+    thread = threading.Thread(target=other_training)
+    thread.start()
+    try:
+        assert held.wait(30)
+        result, _ = run(train, force=True, overrides={"training_lock_wait_seconds": 0})
+        assert result["trained"] is False
+        assert result["reason"].startswith("skipped: another training is running since ")
+    finally:
+        done.set()
+        thread.join(30)
+    assert registry.list_model_versions(flow_settings) == []

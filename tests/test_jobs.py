@@ -22,7 +22,7 @@ from training_support import (  # noqa: F401 - shared_tracking_uri is a fixture
 )
 
 from devservers.ports import free_port
-from intelrouter import registry, store
+from intelrouter import lifecycle, registry, store
 from intelrouter.capture import log_queries
 from intelrouter.config import load_settings
 from intelrouter.errors import InputError, InsufficientDataError, RegistryError
@@ -231,3 +231,132 @@ def test_cli_train_models_promote_rollback(settings, capsys: pytest.CaptureFixtu
     code, out, err = cli("evaluate", "--model-uri", f"models:/{settings.model_name}/2")
     assert code == 0, err
     assert "candidate_test: accuracy" in out and "vs production" in out
+
+
+# --- one training at a time, retries, crashes --------------------------------------------------------------------
+
+
+class Killed(BaseException):
+    """The process died here: raised past every `except Exception`, as SIGKILL would stop it."""
+
+
+def _die(monkeypatch: pytest.MonkeyPatch, module, name: str, after: bool = True, times: int = 1,  # noqa: ANN001
+         error: BaseException | None = None) -> list[int]:
+    """Make `module.name` kill the process (or raise `error`) right after (or before) its real work, `times` times."""
+    real, calls = getattr(module, name), []
+
+    def dying(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) > times:
+            return real(*args, **kwargs)
+        out = real(*args, **kwargs) if after else None
+        raise error or Killed(f"died {'after' if after else 'before'} {name}")
+        return out  # pragma: no cover
+
+    monkeypatch.setattr(module, name, dying)
+    return calls
+
+
+def _waiting(settings) -> int:  # noqa: ANN001
+    with store.connect(settings) as conn:
+        return store.samples_waiting(conn)
+
+
+def test_two_trainings_started_together_take_turns(settings) -> None:  # noqa: ANN001
+    seed_ml_data(settings, synthetic_rows(30, seed=21))
+    env = cli_env(INTELROUTER_TRAINING_LOCK_WAIT_SECONDS="600")
+    # the 30-day and the weekly schedule fire at the same minute: two processes, one database, one registry
+    procs = [subprocess.Popen(["intelrouter", "train", "--json"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    results = sorted((json.loads(out.strip().splitlines()[-1]) for out, _ in outs), key=lambda r: r["semver"])
+    assert [(r["semver"], r["version"], r["lifecycle"]) for r in results] == [
+        ("1.0.0", "1", "production"), ("1.1.0", "2", "canary")]  # never two 1.0.0
+    assert [mv.tags["semver"] for mv in registry.list_model_versions(settings)] == ["1.1.0", "1.0.0"]
+    assert registry.where_aliases_point(settings) == {"production": "1", "staging": "2", "canary_share": 0.1}
+    assert _trained_versions(settings) == {"1.0.0": 120}  # the second one found every row used already
+
+
+def test_a_retry_after_registering_resumes_instead_of_training_again(settings, monkeypatch) -> None:  # noqa: ANN001
+    from intelrouter import jobs
+
+    seed_ml_data(settings, synthetic_rows(30, seed=22))
+    # the tracking server goes away right after the version was registered: Prefect retries the task
+    _die(monkeypatch, lifecycle, "apply_gate", after=False, error=RegistryError("model registry is unreachable"))
+    with pytest.raises(RegistryError, match="unreachable"):
+        train(settings, job_key="task-run-1")
+    assert [mv.tags["lifecycle"] for mv in registry.list_model_versions(settings)] == ["testing"]
+    assert _trained_versions(settings) == {"1.0.0": 120}  # marked before the move: they go with it
+    fits = _die(monkeypatch, jobs, "fit_router", after=False, times=10**6)  # the retry must not fit again
+
+    retry = train(settings, job_key="task-run-1")
+    assert not fits and retry.resumed
+    assert (retry.version, retry.semver, retry.lifecycle, retry.gate.passed) == ("1", "1.0.0", "production", True)
+    assert len(registry.list_model_versions(settings)) == 1
+    assert registry.where_aliases_point(settings)["production"] == "1"
+    run = _run(settings, retry.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["lifecycle"] == "production"
+    assert run.data.tags["model_version"] == "1" and retry.marked_rows == 120 and _trained_versions(settings) == {
+        "1.0.0": 120}
+    report = json.loads(retry.report_path.read_text())
+    assert report["version"] == "1" and report["data"]["train"] > 0 and report["info"]["resumed"] is True
+    assert train(settings, job_key="task-run-1").version == "1"  # a third try still trains nothing
+
+
+def test_a_store_failure_while_marking_retries_into_one_version(settings, monkeypatch) -> None:  # noqa: ANN001
+    from intelrouter import jobs
+    from intelrouter.errors import StoreError
+
+    seed_ml_data(settings, synthetic_rows(30, seed=23))
+    _die(monkeypatch, jobs, "mark_trained", after=False, error=StoreError("database is unreachable"))
+    with pytest.raises(StoreError):
+        train(settings, job_key="task-run-2")
+    assert registry.list_model_versions(settings) == [] and _waiting(settings) == 120  # nothing registered yet
+    retry = train(settings, job_key="task-run-2")  # before registering a retry may train again: once
+    assert not retry.resumed and [str(mv.version) for mv in registry.list_model_versions(settings)] == ["1"]
+    assert _trained_versions(settings) == {"1.0.0": 120}
+
+
+def test_killed_after_the_alias_move_leaves_no_row_to_retrain_on(settings, monkeypatch) -> None:  # noqa: ANN001
+    seed_ml_data(settings, synthetic_rows(30, seed=24))
+    _die(monkeypatch, lifecycle, "apply_gate")  # @production moved, then the process died
+    with pytest.raises(Killed):
+        train(settings)
+    assert registry.where_aliases_point(settings)["production"] == "1"
+    assert _waiting(settings) == 0  # the weekly rule sees nothing new: no retrain on the same rows
+
+
+def test_killed_before_registering_or_moving_is_undone_by_the_next_start(settings, monkeypatch) -> None:  # noqa: ANN001
+    seed_ml_data(settings, synthetic_rows(30, seed=25))
+    with monkeypatch.context() as m:
+        _die(m, lifecycle, "register", after=False)  # rows marked 1.0.0, no version carries them
+        with pytest.raises(Killed):
+            train(settings)
+    assert _trained_versions(settings) == {"1.0.0": 120} and registry.list_model_versions(settings) == []
+    with monkeypatch.context() as m:
+        _die(m, lifecycle, "apply_gate", after=False)  # registered, never moved
+        with pytest.raises(Killed):
+            train(settings)
+    assert [mv.tags["lifecycle"] for mv in registry.list_model_versions(settings)] == ["testing"]
+    result = train(settings)  # the next start: the interrupted version is rejected, its rows released and re-used
+    assert (result.version, result.semver, result.lifecycle, result.marked_rows) == ("2", "1.1.0", "production", 120)
+    first = registry.get_version(settings, "1")
+    assert first.tags["lifecycle"] == "rejected" and "interrupted" in first.tags["rejected_reason"]
+    assert _trained_versions(settings) == {"1.1.0": 120}
+
+
+def test_a_rolled_back_canary_gives_its_rows_back(settings) -> None:  # noqa: ANN001
+    from intelrouter import canary
+
+    seed_ml_data(settings, synthetic_rows(30, seed=26))
+    train(settings)
+    new_rows = seed_ml_data(settings, synthetic_rows(12, seed=27))
+    second = train(settings)
+    assert second.lifecycle == "canary" and _waiting(settings) == 0
+    state = canary.read_state(settings)
+    assert canary.apply(settings, state, canary.Decision("rollback", "worse online"))
+    assert registry.get_version(settings, second.version).tags["lifecycle"] == "rejected"
+    assert _waiting(settings) == new_rows  # used only by the rolled-back canary: unused again
+    third = train(settings)
+    assert third.semver == "1.2.0" and third.marked_rows == new_rows and _waiting(settings) == 0

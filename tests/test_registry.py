@@ -210,3 +210,135 @@ def test_corrupt_or_missing_model_artifacts_are_one_clear_error(settings, client
         load_router(f"models:/{settings.model_name}@staging", settings.tracking_uri)
     assert loading.load_alias(settings, "staging") is None
     assert _alias(settings, "production") == v1
+
+
+# --- crashes in the middle of a lifecycle move ------------------------------------------------------------------
+
+
+class Killed(BaseException):
+    """The process died here: raised right after a real registry write, past every `except Exception`."""
+
+
+WRITES = ("set_registered_model_alias", "delete_registered_model_alias", "set_model_version_tag",
+          "set_registered_model_tag", "delete_registered_model_tag")
+
+
+def _die_after_write(monkeypatch: pytest.MonkeyPatch, n: int) -> list[str]:
+    """Make the n-th registry write (counted from now) the last thing the process does; returns the writes seen."""
+    from mlflow import MlflowClient
+
+    seen: list[str] = []
+    for name in WRITES:
+        real = getattr(MlflowClient, name)
+
+        def write(self, *args, _real=real, _name=name, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            out = _real(self, *args, **kwargs)
+            seen.append(_name)
+            if len(seen) == n:
+                raise Killed(f"killed after write {n} ({_name})")
+            return out
+
+        monkeypatch.setattr(MlflowClient, name, write)
+    return seen
+
+
+def _state(settings, client) -> dict:  # noqa: ANN001
+    tags = client.get_registered_model(settings.model_name).tags
+    return {"production": _alias(settings, "production"), "staging": _alias(settings, "staging"),
+            "history": registry.production_history(settings), "share": registry.canary_share(settings),
+            "pending": tags.get(registry.PENDING_TAG),
+            "lifecycles": {mv.version: mv.tags.get("lifecycle") for mv in registry.list_model_versions(settings)}}
+
+
+MOVES = {  # name: (versions to register, setup, the move)
+    "canary to production": (2, lambda s, v: (lifecycle.promote(s, v[0], "production"),
+                                              lifecycle.promote(s, v[1], "staging")),
+                             lambda s, v: lifecycle.promote(s, v[1], "production")),
+    "new canary": (3, lambda s, v: (lifecycle.promote(s, v[0], "production"), lifecycle.promote(s, v[1], "staging")),
+                   lambda s, v: lifecycle.promote(s, v[2], "staging")),
+    "rollback": (3, lambda s, v: [lifecycle.promote(s, x, "production") for x in v],
+                 lambda s, v: lifecycle.rollback(s)),
+    "canary rolled back": (2, lambda s, v: (lifecycle.promote(s, v[0], "production"),
+                                            lifecycle.promote(s, v[1], "staging")),
+                           lambda s, v: lifecycle.clear_staging(s, "worse")),
+}
+
+
+@pytest.mark.parametrize("move", list(MOVES))
+def test_a_move_killed_after_any_write_is_finished_by_the_next_start(
+    settings, client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, move: str  # noqa: ANN001
+) -> None:
+    from intelrouter import recovery
+
+    count, setup, act = MOVES[move]
+    versions = [_version(settings, client, tmp_path, f"1.{i}.0") for i in range(count)]
+    setup(settings, versions)
+    lifecycle.set_canary_share(settings, 0.5)
+    before = _state(settings, client)
+    with monkeypatch.context() as m:  # the move once without a crash: the state every crash must end in
+        writes = _die_after_write(m, 0)
+        act(settings, versions)
+    expected = _state(settings, client)
+    assert expected != before and expected["pending"] is None
+    for n in range(1, len(writes) + 1):
+        _restore(settings, client, before)
+        with monkeypatch.context() as m:
+            _die_after_write(m, n)
+            with pytest.raises(Killed):
+                act(settings, versions)
+        recovery.recover(settings)  # what the next training start or canary check runs first
+        assert _state(settings, client) == expected, f"killed after write {n} of {len(writes)}: {writes[n - 1]}"
+
+
+def _restore(settings, client, state: dict) -> None:  # noqa: ANN001
+    """Put the registry back to a recorded state (aliases, history, share, lifecycles; no pending move)."""
+    name = settings.model_name
+    for alias in ("production", "staging"):
+        if state[alias] is None:
+            client.delete_registered_model_alias(name, alias)
+        else:
+            client.set_registered_model_alias(name, alias, state[alias])
+    client.set_registered_model_tag(name, registry.HISTORY_TAG, json.dumps(state["history"]))
+    client.set_registered_model_tag(name, registry.CANARY_TAG, str(state["share"]))
+    client.delete_registered_model_tag(name, registry.PENDING_TAG)
+    for version, stage in state["lifecycles"].items():
+        client.set_model_version_tag(name, version, "lifecycle", stage)
+
+
+def test_both_aliases_on_one_version_are_repaired_by_any_later_promote(settings, client, tmp_path: Path) -> None:  # noqa: ANN001
+    v1, v2 = _version(settings, client, tmp_path), _version(settings, client, tmp_path, "1.1.0")
+    lifecycle.promote(settings, v1, "production")
+    lifecycle.promote(settings, v2, "staging")
+    # an older promotion died between its two alias moves, before moves were recorded: @production moved, @staging
+    # still there, so every later promote of v2 returned early and serving kept the canary share on v2
+    client.set_registered_model_alias(settings.model_name, "production", v2)
+    lifecycle.promote(settings, v2, "production")
+    assert (_alias(settings, "production"), _alias(settings, "staging")) == (v2, None)
+    assert registry.production_history(settings) == [v1, v2]
+    assert _tags(client, settings, v2)["lifecycle"] == "production"
+    assert _tags(client, settings, v1)["lifecycle"] == "archived"
+
+
+def test_a_failed_move_is_recorded_and_said_so(settings, client, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    v1, v2 = _version(settings, client, tmp_path), _version(settings, client, tmp_path, "1.1.0")
+    lifecycle.promote(settings, v1, "production")
+    lifecycle.promote(settings, v2, "staging")
+    with monkeypatch.context() as m:
+        def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise MlflowException("the database is locked")
+
+        m.setattr(MlflowClient, "delete_registered_model_alias", refuse)
+        with pytest.raises(RegistryError, match=r"^MLflow at .* refused the request: the database is locked "
+                                                r"\(the move of version 2 \(production\) is recorded: the next "
+                                                r"training or canary check finishes it\)$"):
+            lifecycle.promote(settings, v2, "production")
+    pending = json.loads(client.get_registered_model(settings.model_name).tags[registry.PENDING_TAG])
+    assert (pending["op"], pending["version"], pending["previous"]) == ("production", v2, v1)
+    assert (_alias(settings, "production"), _alias(settings, "staging")) == (v2, v2)  # cut short
+    assert lifecycle.settle(settings) == [f"finished the interrupted move of version {v2} (production) "
+                                         f"recorded at {pending['at']}"]
+    assert (_alias(settings, "production"), _alias(settings, "staging")) == (v2, None)
+    assert lifecycle.settle(settings) == []

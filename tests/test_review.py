@@ -678,3 +678,34 @@ def test_review_groups_off_pushes_each_query_as_its_own_task_and_still_adopts(
     assert [t["data"]["query_id"] for t in tasks] == ids  # one each, the least confident first: the seed's order
     assert {(t["data"]["count"], t["data"]["text_key"]) for t in tasks} == {(1, text_key("where is my parcel"))}
     assert {r.task_id for r in ledger(settings).values()} == {t["id"] for t in tasks}
+
+
+@pytest.mark.labelstudio
+def test_correction_to_none_of_these_or_skip_removes_the_review_label(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = seed(ls_settings, needs_review(4))
+    settings = with_project(ls_settings, monkeypatch)
+    review_push.push(settings)
+    task = {t["data"]["query_id"]: t["id"] for t in tasks_of(ls, settings.label_studio_project_id)}
+    answers = [ls.create_annotation(task[q], choice("book_flight")) for q in ids]
+    assert review_pull.pull(settings).approved == 4
+    with store.connect(settings) as conn:  # a user's override on query 3 outranks the review: it must stay
+        groundtruth.upsert_label(conn, query_id=ids[3], text="query number 3", label="cancel_order",
+                                 source="override", shares=settings.split_shares)
+    assert set(labels(settings)) == set(ids)
+
+    ls.update_annotation(answers[0]["id"], choice(review_project.NONE_CHOICE, comment="a new intent"))
+    ls.request("PATCH", f"/api/annotations/{answers[1]['id']}", json_body={"result": [], "was_cancelled": True})
+    ls.update_annotation(answers[3]["id"], choice(review_project.NONE_CHOICE))
+    result = review_pull.pull(settings)
+    assert (result.approved, result.rejected, result.skipped, result.unchanged) == (0, 2, 1, 1)
+    gt = labels(settings)
+    assert set(gt) == {ids[2], ids[3]}  # the review's labels on queries 0 and 1 are gone: never trained on
+    assert gt[ids[3]].source == "override" and gt[ids[3]].label == "cancel_order"
+    st = statuses(settings)
+    assert [st[q] for q in ids] == [store.REJECTED, store.REJECTED, store.APPROVED, store.REJECTED]
+    rows = ledger(settings)
+    assert [rows[q].status for q in ids] == ["completed", "skipped", "completed", "completed"]
+    assert rows[ids[0]].human_label is None and rows[ids[0]].comment == "a new intent"
+    assert review_pull.pull(settings).written == 0 and set(labels(settings)) == {ids[2], ids[3]}

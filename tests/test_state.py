@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from serving_fixtures import CLI, health, query_rows, route
 
 from devservers.ports import free_port
-from intelrouter import lifecycle
+from intelrouter import lifecycle, registry
 from intelrouter.config import Settings
 
 
@@ -117,3 +117,16 @@ def test_real_uvicorn_keeps_answering_when_the_mlflow_server_dies(
             _stop(server)
         _stop(tracker, signal.SIGKILL)
     assert {a["query_id"] for a in before + after} <= set(query_rows(serve_settings))
+
+
+def test_staging_on_productions_version_is_served_as_production_only(
+    client: TestClient, serve_settings: Settings
+) -> None:
+    lifecycle.promote(serve_settings, "2", "staging")
+    lifecycle.set_canary_share(serve_settings, 0.5)
+    assert wait_for(lambda: health(client)["versions"]["staging"] == "2", timeout=60)
+    # a promotion died between its alias moves: @production moved to 2, @staging still there too
+    registry.get_client(serve_settings).set_registered_model_alias(serve_settings.model_name, "production", "2")
+    assert wait_for(lambda: health(client)["versions"] == {"production": "2", "staging": None}, timeout=60)
+    answers = [route(client, f"what is my balance {i}", user_id=f"user-{i}") for i in range(40)]
+    assert {(a["variant"], a["model_version"]) for a in answers} == {("production", "2")}
