@@ -16,6 +16,7 @@ from intelrouter import lifecycle, registry_mirror, store
 from intelrouter.capture import log_queries, record_outcomes
 from intelrouter.groundtruth import record_feedback
 from intelrouter.report import run_report
+from intelrouter.salt import identifier_salt
 from intelrouter.triage import triage
 
 
@@ -107,7 +108,7 @@ def test_conversation_logs_show_the_callers_outcome_and_no_raw_phone_number(loop
     rows = {r.id: r for r in _run(settings, "SELECT * FROM conversation_logs")}
     assert (rows["p1"].route_taken, rows["p1"].final_label, rows["p1"].final_provider) == ("llm", "weather", "gpt")
     assert rows["p0"].route_taken == "opensearch" and rows["p3"].route_taken is None
-    assert rows["p0"].user_hash == store.hash_identifier("+49151p0", settings.hash_salt)
+    assert rows["p0"].user_hash == store.hash_identifier("+49151p0", identifier_salt(settings))
     assert not any("+49151" in str(v) for r in rows.values() for v in r)
 
 
