@@ -114,13 +114,18 @@ class Runtime:
         self.metrics = RouterMetrics(self.state)
         self.new_id = QueryIds()
         self.max_body = settings.max_text_length * 6 + 4096  # worst case: every character JSON-escaped
-        self.salt = ""  # the installation's hash salt, resolved at start (intelrouter.salt)
+        self.salt: str | None = None  # the installation's hash salt (intelrouter.salt), resolved at start
 
     def state(self) -> dict[str, Any]:
         """Counters of the holder and the writer, for /metrics."""
         snap, h = self.holder.snapshot, self.holder.stats
         return {**self.writer.stats(), "poll_failures": h.poll_failures, "loads": h.loads,
                 "load_failures": h.load_failures, "canary_share": snap.share, "versions": snap.versions()}
+
+    def resolve_salt(self) -> str:
+        """The installation's hash salt (the app resolves it at start; a runtime used on its own, at first use)."""
+        self.salt = identifier_salt(self.settings)
+        return self.salt
 
     def check_key(self, authorization: str | None) -> None:
         """With an API key configured, require `Authorization: Bearer <key>`."""
@@ -168,7 +173,7 @@ class Runtime:
         label, top, confidence, uncertain = str(pred.label), str(pred.top_label), float(pred.confidence), bool(
             pred.uncertain)
         seconds = time.perf_counter() - started
-        salt = self.salt
+        salt = self.salt if self.salt is not None else self.resolve_salt()
         self.writer.submit(query_row(
             query_id, store.utcnow(), text, store.hash_identifier(user, salt),
             store.hash_identifier(body.session_id, salt), body.language, label, top, confidence, uncertain,
@@ -251,7 +256,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(store.upgrade, settings)
         except StoreError as exc:
             log.warning("%s (query logs wait in the journal until it is back)", exc)
-        rt.salt = await asyncio.to_thread(identifier_salt, settings)
+        await asyncio.to_thread(rt.resolve_salt)
         rt.writer.start()
         if rt.holder.snapshot.production is None:
             log.warning("No active model found: run `intelrouter train` (answering 503 until one is promoted)")
