@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     require_key_for_route: bool = Field(False, description="Also require the API key on /route.")
     registry_poll_seconds: float = Field(5.0, gt=0, description="How often serving re-reads the aliases.")
     log_batch_size: int = Field(500, ge=1, description="Rows per batch the background query writer commits.")
-    log_buffer_size: int = Field(100_000, ge=1, description="Rows held in memory while the database is down.")
+    log_buffer_size: int = Field(100_000, ge=1, description=(
+        "Query rows held in memory while the database is down; beyond, they wait in the journal alone."))
     # Shadow replay before the canary and the label-free early stop (issue 17; intelrouter/shadow.py, estimate.py)
     # the issue's window: a week holds every weekday's traffic mix once
     shadow_days: int = Field(
@@ -166,7 +167,7 @@ class Settings(BaseSettings):
 
     # Label Studio
     label_studio_url: str | None = Field(None, description="Label Studio base URL, e.g. http://127.0.0.1:8080.")
-    label_studio_api_key: SecretStr | None = Field(None, description="Legacy token or personal access token.")
+    label_studio_api_key: SecretStr | None = Field(None, description="Secret: legacy token or personal access token.")
     label_studio_project_id: int | None = Field(None, description="Label Studio project id for review tasks.")
 
     @classmethod
