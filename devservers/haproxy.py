@@ -29,6 +29,7 @@ defaults
     timeout client 60s
     timeout server 60s
     timeout queue 30s
+    timeout check 5s
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response junk-response response-timeout
@@ -42,7 +43,7 @@ backend replicas
     balance roundrobin
     option httpchk GET /health
     http-check expect status 200
-    default-server check inter {check_ms} fall 2 rise 2
+    default-server check inter {check_ms} fall 3 rise 2
     http-response set-header X-Served-By %s
 {servers}
 """
@@ -55,7 +56,7 @@ class HAProxyMissing(RuntimeError):
 class HAProxy:
     """haproxy on a free loopback port in front of `backends` (name -> port)."""
 
-    def __init__(self, root: Path, backends: dict[str, int], check_ms: int = 300) -> None:
+    def __init__(self, root: Path, backends: dict[str, int], check_ms: int = 500) -> None:
         if not HAPROXY.exists():
             raise HAProxyMissing(f"haproxy not found at {HAPROXY}: apt-get install -y haproxy")
         self.root, self.backends, self.check_ms = root, backends, check_ms
