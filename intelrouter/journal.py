@@ -65,7 +65,12 @@ class Journal:
         """Write one row's line (ending in a newline) to the current segment; returns that segment."""
         seg = self.current
         if seg is None or seg.appended >= self.segment_rows:
-            self.rotate()
+            try:
+                self.rotate()
+            except OSError:
+                if seg is None:
+                    raise
+                # no new file (disk full?): the current one takes more rows than planned
             seg = self.current
         assert seg is not None
         os.write(seg.fd, line)
@@ -74,10 +79,11 @@ class Journal:
         return seg
 
     def rotate(self) -> None:
-        """Close the current segment for appends and start a new one."""
+        """Close the current segment for appends and start a new one (when that fails, nothing changes)."""
+        new = self._new_segment()
         if self.current is not None:
             self.current.closed = True
-        self.current = self._new_segment()
+        self.current = new
 
     def sync(self) -> None:
         """fsync every segment written since its last fsync (and the directory after a new segment)."""

@@ -202,6 +202,16 @@ class QueryLogWriter:
         return seg
 
     def _run(self) -> None:
+        while True:
+            try:
+                self._loop()
+                return
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive any surprise; rows stay journaled
+                log.exception("query log writer failed, restarting it: %s", exc)
+                self.last_error = first_line(exc)
+                time.sleep(self.max_backoff)
+
+    def _loop(self) -> None:
         backoff = 0.0
         while True:
             with self._cond:
@@ -239,7 +249,10 @@ class QueryLogWriter:
             cur = self.journal.current
             if cur is not None and cur.appended and (
                     time.monotonic() - cur.opened >= self.rotate_seconds or (cur.overflow and not self._buffer)):
-                self.journal.rotate()  # an overflowed segment is replayed from its file once closed
+                try:
+                    self.journal.rotate()  # an overflowed segment is replayed from its file once closed
+                except OSError as exc:
+                    self.journal_error = first_line(exc)
             ready = [s for s in self.journal.segments if s.done]
         for seg in ready:
             if seg.overflow and not self._replay(seg.path, seg.fd):

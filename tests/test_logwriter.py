@@ -201,6 +201,20 @@ def test_past_the_memory_bound_rows_wait_in_the_journal_and_capture_import_repla
         assert got[row["id"]].variant == "production" and got[row["id"]].latency_ms == 1.5
 
 
+def test_an_unusable_journal_is_reported_and_rows_still_reach_the_database(settings: Settings,
+                                                                           tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    writer = QueryLogWriter(settings, journal_dir=blocker / "journal", flush_interval=0.05).start()
+    rows = [make_row(settings, i) for i in range(20)]
+    for row in rows:
+        writer.submit(row)
+    assert writer.flush(timeout=30)
+    writer.stop()
+    assert sorted(stored_ids(settings)) == sorted(r["id"] for r in rows)
+    assert writer.journal_error and writer.journaled == 0 and writer.lost == 0
+
+
 def test_a_journal_line_round_trips_through_query_record(settings: Settings) -> None:
     row = make_row(settings, 5)
     back = QueryRecord.model_validate(json.loads(line_of(row))).to_row(settings)
