@@ -20,7 +20,7 @@ from server_support import Load, Server
 from serving_fixtures import query_rows, use_registry
 
 from devservers.haproxy import HAProxy, HAProxyMissing
-from intelrouter import registry, store
+from intelrouter import lifecycle, store
 from intelrouter.config import Settings
 
 POLL_SECONDS = 1.0
@@ -79,7 +79,7 @@ def test_two_replicas_behind_haproxy_promote_together_and_survive_a_kill(
         assert {v for vs in variants.values() for v in vs} == {("production", "1"), ("staging", "2")}
 
         promoted_at = time.monotonic()
-        registry.promote(settings, "2", "production")  # the canary wins: @production moves, @staging is cleared
+        lifecycle.promote(settings, "2", "production")  # the canary wins: @production moves, @staging is cleared
         assert wait_for(lambda: all(_settled_at(load.answers, n, promoted_at) for n in replicas), timeout=60)
         lags = {n: round(_settled_at(load.answers, n, promoted_at) - promoted_at, 2) for n in replicas}
         print(f"promotion reached the replicas after {lags} s (poll interval {POLL_SECONDS} s)")
