@@ -8,6 +8,11 @@ answer, and that both servers give the same predictions. Prints a markdown block
     apt-get install -y wrk   # once
     .venv/bin/python bench/serve_speed.py [--duration 10] [--rounds 3] [--conns 1,8,32]
     .venv/bin/python bench/serve_speed.py --classifier mb --features '{"static": "mean3-pca256-zipf"}'
+    .venv/bin/python bench/serve_speed.py --before main   # also the code of a git ref, as a third server
+
+With `--before REF` the same registered model is also served by the code at REF (checked out into the work
+directory; its own database, so that an older schema is not migrated under it), interleaved with the other two:
+the "after / before" column is what the change between REF and the working tree costs or buys.
 """
 
 from __future__ import annotations
@@ -70,10 +75,10 @@ def prepare(work: Path, env: dict[str, str], train_split: str, train_args: list[
     return queries, texts
 
 
-def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+def start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
     """Start a server pinned to core 0."""
     return subprocess.Popen(["taskset", "-c", "0", *cmd], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, cwd=cwd)
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -164,6 +169,7 @@ def main() -> None:
     ap.add_argument("--train-split", default="train", help="CLINC150 splits to train on (comma-separated).")
     ap.add_argument("--classifier", default="", help="`intelrouter train --classifier` (default: settings).")
     ap.add_argument("--features", default="", help="`intelrouter train --features` JSON, e.g. the static block.")
+    ap.add_argument("--before", default="", help="Git ref whose `intelrouter serve` runs as a third server.")
     ap.add_argument("--keep", action="store_true", help="Keep the work directory.")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -193,18 +199,27 @@ def main() -> None:
         "intelrouter serve": (f"http://127.0.0.1:{p_ours}/route", "router", ours),
         "mlflow models serve": (f"http://127.0.0.1:{p_theirs}/invocations", "mlflow", theirs),
     }
+    if args.before:
+        p_before, tree = free_port(), work / "before"
+        run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.before], env)
+        before_env = {**env, "INTELROUTER_DATA_DIR": str(work / "data-before"), "PYTHONPATH": str(tree),
+                      "INTELROUTER_DATABASE_URL": f"sqlite:///{work / 'ir-before.db'}"}
+        before = start([sys.executable, "-m", "cli", "serve", "--port", str(p_before), "--log-level", "warning"],
+                       before_env, work / "before.log", cwd=tree)
+        servers[f"{args.before} (before)"] = (f"http://127.0.0.1:{p_before}/route", "router", before)
     results: dict[tuple[str, int], list[dict]] = {}
-    served = 0
+    served: dict[str, int] = {}
     load_before = os.getloadavg()[0]
     try:
-        wait_http(f"http://127.0.0.1:{p_ours}/health", ours)
-        wait_http(f"http://127.0.0.1:{p_theirs}/health", theirs)
+        for url, _, proc in servers.values():
+            wait_http(url.rsplit("/", 1)[0] + "/health", proc)
         compared, mismatches, worst = same_predictions(servers["intelrouter serve"][0],
                                                        servers["mlflow models serve"][0], texts[:500])
-        served += compared
-        for url, fmt, _ in servers.values():  # warm-up, not in the table
+        served["intelrouter serve"] = compared
+        for name, (url, fmt, _) in servers.items():  # warm-up, not in the table
             warm = wrk(url, 8, 3, queries, fmt)
-            served += warm["requests"] if fmt == "router" else 0
+            if fmt == "router":
+                served[name] = served.get(name, 0) + warm["requests"]
         names = list(servers)
         for conns in [int(c) for c in args.conns.split(",")]:
             for r in range(args.rounds):
@@ -215,7 +230,7 @@ def main() -> None:
                     res["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) / max(res["requests"], 1) * 1e6
                     results.setdefault((name, conns), []).append(res)
                     if fmt == "router":
-                        served += res["requests"]
+                        served[name] = served.get(name, 0) + res["requests"]
                     print(f"{name:20s} c={conns:<3d} {res['rps']:8.0f} req/s  p50 {res['p50_us'] / 1000:7.1f} ms"
                           f"  p99 {res['p99_us'] / 1000:7.1f} ms  cpu {res['cpu_us']:6.0f} us/req"
                           f"  errors {res['errors']} non2xx {res['non2xx']}",
@@ -233,8 +248,13 @@ def main() -> None:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-    with sqlite3.connect(work / "ir.db") as db:
-        logged = db.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM queries").fetchone()
+    if args.before:
+        run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(work / "before")], env)
+    logged = {}
+    for name, db_file in (("intelrouter serve", "ir.db"), (f"{args.before} (before)", "ir-before.db")):
+        if (work / db_file).exists():
+            with sqlite3.connect(work / db_file) as db:
+                logged[name] = db.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM queries").fetchone()
 
     print(report(results, rss, (compared, mismatches, worst), served, logged, load, args))
     if not args.keep:
@@ -243,27 +263,36 @@ def main() -> None:
         print(f"work directory kept: {work}", file=sys.stderr)
 
 
-def report(results: dict, rss: dict, same: tuple[int, int, float], served: int, logged: tuple[int, int],
-           load: tuple[float, float], args: argparse.Namespace) -> str:
+def report(results: dict, rss: dict, same: tuple[int, int, float], served: dict[str, int],
+           logged: dict[str, tuple[int, int]], load: tuple[float, float], args: argparse.Namespace) -> str:
     """The markdown block."""
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50_us", "p99_us", "cpu_us")}
            for k, v in results.items()}
     errs = {k: sum(r["errors"] + r["non2xx"] for r in v) for k, v in results.items()}
     conns = sorted({c for _, c in results})
+    names = ["mlflow models serve", *sorted({n for n, _ in results} - {"mlflow models serve", "intelrouter serve"}),
+             "intelrouter serve"]
+    before = names[1] if len(names) == 3 else None
+    extra = " --before " + args.before if args.before else ""
     lines = [
-        f"`python bench/serve_speed.py --duration {args.duration} --rounds {args.rounds} --conns {args.conns}` "
+        f"`python bench/serve_speed.py --duration {args.duration} --rounds {args.rounds} --conns {args.conns}{extra}` "
         f"(wrk -t1, median of {args.rounds} interleaved runs of {args.duration} s; servers on core 0, wrk on core 1)",
         "",
-        "| connections | server | req/s | p50 ms | p99 ms | errors | ratio (req/s) | server CPU µs/req | ratio (CPU) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| connections | server | req/s | p50 ms | p99 ms | errors | ratio (req/s) | server CPU µs/req | ratio (CPU) |"
+        + (" after / before (req/s) |" if before else ""),
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if before else ""),
     ]
     for c in conns:
         anchor, anchor_cpu = med[("mlflow models serve", c)]["rps"], med[("mlflow models serve", c)]["cpu_us"]
-        for name in ("mlflow models serve", "intelrouter serve"):
+        for name in names:
             m = med[(name, c)]
-            lines.append(f"| {c} | {name} | {m['rps']:.0f} | {m['p50_us'] / 1000:.1f} | {m['p99_us'] / 1000:.1f} | "
-                         f"{errs[(name, c)]} | {m['rps'] / anchor:.1f}× | {m['cpu_us']:.0f} | "
-                         f"{anchor_cpu / m['cpu_us']:.1f}× |")
+            row = (f"| {c} | {name} | {m['rps']:.0f} | {m['p50_us'] / 1000:.1f} | {m['p99_us'] / 1000:.1f} | "
+                   f"{errs[(name, c)]} | {m['rps'] / anchor:.1f}× | {m['cpu_us']:.0f} | "
+                   f"{anchor_cpu / m['cpu_us']:.1f}× |")
+            if before:
+                ratio = m["rps"] / med[(before, c)]["rps"]
+                row += f" {ratio:.3f} |" if name == "intelrouter serve" else " |"
+            lines.append(row)
     compared, mismatches, worst = same
     lines += [
         "",
@@ -272,10 +301,12 @@ def report(results: dict, rss: dict, same: tuple[int, int, float], served: int, 
         f"- predictions: {compared} CLINC150 test queries, {mismatches} differ in label/top_label/uncertain from "
         f"`mlflow models serve` of the same registered version; max |confidence difference| {worst:.1e}",
         f"- machine load average (1 min) at start / end: {load[0]:.1f} / {load[1]:.1f} on 2 cores "
-        "(other jobs share the machine; the interleaving spreads their noise over both servers)",
-        f"- logging on: {logged[0]} `queries` rows ({logged[1]} distinct ids) for {served} answers counted "
-        "by the clients (rows >= answers: wrk does not count responses still in flight when a run ends)",
+        "(other jobs share the machine; the interleaving spreads their noise over every server)",
     ]
+    for name, (rows, distinct) in logged.items():
+        lines.append(f"- logging on ({name}): {rows} `queries` rows ({distinct} distinct ids) for "
+                     f"{served.get(name, 0)} answers counted by the clients (rows >= answers: wrk does not count "
+                     "responses still in flight when a run ends)")
     return "\n".join(lines)
 
 

@@ -28,12 +28,19 @@ def db_current() -> None:
 
 
 @capture_app.command("import")
-def capture_import(file: Annotated[Path, typer.Argument(help="JSONL of past conversations.")]) -> None:
+def capture_import(
+    file: Annotated[Path, typer.Argument(help="JSONL of past conversations, or a serving journal (moved aside once "
+                                              "replayed).")],
+) -> None:
     """Import past conversations (text, user_id, language, predicted_label, confidence, provider, ...)."""
     from intelrouter.capture import import_conversations
 
-    read, new = import_conversations(get_settings(), file)
-    echo(f"imported {new} new queries ({read - new} already present) from {file}")
+    r = import_conversations(get_settings(), file)
+    echo(f"imported {r.new} new queries ({r.read - r.new} already present) from {file}")
+    for lineno, size in r.torn:
+        echo(f"skipped a torn last line: {file}:{lineno} ({size} bytes cut short, e.g. by a crash mid-write)")
+    if r.rotated:
+        echo(f"replayed journal moved to {r.rotated}")
 
 
 @capture_app.command("triage")

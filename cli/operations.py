@@ -31,11 +31,23 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes; each loads the models itself.")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    allow_unauthenticated: Annotated[bool, typer.Option(
+        "--allow-unauthenticated", help="Serve on a non-loopback address without INTELROUTER_API_KEY: anyone who "
+        "reaches the port may then write training labels.")] = False,
 ) -> None:
     """Serve the router: POST /route (/api/query), /feedback, /override; GET /health, /metrics."""
     import uvicorn
 
+    from intelrouter.config import secret
+    from intelrouter.errors import ConfigError
+    from intelrouter.salt import identifier_salt
+
     settings = get_settings()  # a bad setting is one error line here, not a traceback in every worker
+    if not is_loopback(host) and not secret(settings.api_key) and not allow_unauthenticated:
+        raise ConfigError(
+            f"refusing to serve on {host} without INTELROUTER_API_KEY: anyone who reaches it could rewrite training "
+            "labels through /feedback and /override; set the key, or pass --allow-unauthenticated to accept that")
+    identifier_salt(settings)  # first start: the salt is created (or refused) here, as one line
     if workers > 1:
         # every worker opens the registry as it starts: open it once here first, so that two workers never create a
         # new SQLite registry's tables at the same time ("duplicate column name"); unreachable is the workers' call
@@ -49,6 +61,17 @@ def serve(
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
                 access_log=False, log_level=log_level, http=CoalescingHttpToolsProtocol)
 
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 @review_app.command("setup")

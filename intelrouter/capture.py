@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,8 +21,22 @@ from intelrouter.errors import InputError, NotFoundError
 from intelrouter.jsonfiles import iter_objects
 from intelrouter.keys import digest
 from intelrouter.outcomes import normalise_route
+from intelrouter.salt import identifier_salt
 
 BATCH_SIZE = 5000
+STRING_FIELDS = ("id", "user_id", "phone_number", "session_id", "user_hash", "session_hash", "language",
+                 "predicted_label", "top_label", "provider", "model_version", "variant", "route_taken", "final_label",
+                 "final_provider")
+
+
+def storable(value: str | None) -> str | None:
+    """A pydantic validator: a string both databases store (no NUL character, valid Unicode)."""
+    if value is not None:
+        try:
+            store.check_storable(value, "value")
+        except InputError as exc:
+            raise ValueError(str(exc).removeprefix("value ")) from None
+    return value
 
 
 class QueryRecord(BaseModel):
@@ -61,15 +79,20 @@ class QueryRecord(BaseModel):
     def _route(cls, value: Any) -> Any:
         return normalise_route(value)
 
+    _storable = field_validator(*STRING_FIELDS, mode="after")(lambda v: storable(v))
+
     def to_row(self, settings: Settings) -> dict[str, Any]:
         """The `queries` row for this record, identifiers hashed and the text checked."""
         store.check_text(self.text, settings.max_text_length)
         user = self.user_id or self.phone_number
+        user_hash, session_hash = self.user_hash, self.session_hash
+        if (user and not user_hash) or (self.session_id and not session_hash):
+            salt = identifier_salt(settings)
+            user_hash = user_hash or store.hash_identifier(user, salt)
+            session_hash = session_hash or store.hash_identifier(self.session_id, salt)
         return query_row(
-            self.id, store.to_utc_naive(self.created_at), self.text,
-            self.user_hash or store.hash_identifier(user, settings.hash_salt),
-            self.session_hash or store.hash_identifier(self.session_id, settings.hash_salt),
-            self.language, self.predicted_label, self.top_label or self.predicted_label, self.confidence,
+            self.id, store.to_utc_naive(self.created_at), self.text, user_hash, session_hash, self.language,
+            self.predicted_label, self.top_label or self.predicted_label, self.confidence,
             self.uncertain, self.provider, self.model_version, self.variant, self.latency_ms,
         ) | {"route_taken": self.route_taken, "final_label": self.final_label,
              "final_confidence": self.final_confidence, "final_provider": self.final_provider}
@@ -94,6 +117,8 @@ class Outcome(BaseModel):
     @classmethod
     def _route(cls, value: Any) -> Any:
         return normalise_route(value)
+
+    _storable = field_validator("query_id", "route_taken", "label", "provider", mode="after")(lambda v: storable(v))
 
 
 def query_row(
@@ -131,6 +156,7 @@ def log_queries(
     settings: Settings, records: Iterable[QueryRecord | dict[str, Any]], batch_size: int = BATCH_SIZE
 ) -> int:
     """Log many inference records in one transaction, batched; returns how many rows were new."""
+    identifier_salt(settings)  # resolved (and recorded) before the transaction opens
     rows = (
         (r if isinstance(r, QueryRecord) else QueryRecord.model_validate(r)).to_row(settings) for r in records
     )
@@ -145,21 +171,25 @@ def log_query(settings: Settings, record: QueryRecord | dict[str, Any]) -> str:
     return rec.id
 
 
-def read_jsonl_records(path: Path, settings: Settings) -> list[dict[str, Any]]:
-    """Parse and validate every line of a conversations JSONL file; any bad line is an InputError."""
-    rows: list[dict[str, Any]] = []
-    for lineno, obj in iter_objects(path):
+def validation_message(exc: ValidationError) -> str:
+    """The first problem of a pydantic error as `field: message`."""
+    err = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg'].removeprefix('Value error, ')}"
+
+
+def iter_records(path: Path, settings: Settings, torn: list[tuple[int, int]]) -> Iterator[dict[str, Any]]:
+    """Stream the `queries` rows of a conversations or journal JSONL file; any bad line is an InputError naming it.
+
+    A last line cut short by a crash is skipped and recorded in `torn` (line number, bytes)."""
+    for lineno, obj in iter_objects(path, torn=torn):
         where = f"{path}:{lineno}"
         obj = _with_stable_id(obj)
         try:
-            rows.append(QueryRecord.model_validate(obj).to_row(settings))
+            yield QueryRecord.model_validate(obj).to_row(settings)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "record"
-            raise InputError(f"{where}: {field}: {err['msg']}; nothing was imported") from None
+            raise InputError(f"{where}: {validation_message(exc)}; nothing was imported") from None
         except InputError as exc:
             raise InputError(f"{where}: {str(exc).split(': ', 1)[-1]}; nothing was imported") from None
-    return rows
 
 
 def _with_stable_id(obj: dict[str, Any]) -> dict[str, Any]:
@@ -175,11 +205,54 @@ def _with_stable_id(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def import_conversations(settings: Settings, path: Path, batch_size: int = BATCH_SIZE) -> tuple[int, int]:
-    """Import a JSONL of past conversations in one transaction; returns (rows read, rows new)."""
-    rows = read_jsonl_records(path, settings)
-    with store.connect(settings) as conn:
-        return len(rows), write_rows(conn, rows, batch_size)
+@dataclass
+class ImportResult:
+    """What an import did: rows read and new, a torn last line skipped, where a replayed journal was moved."""
+
+    read: int
+    new: int
+    torn: list[tuple[int, int]] = field(default_factory=list)
+    rotated: Path | None = None
+
+
+def is_journal(path: Path) -> bool:
+    """A serving journal segment or a spill file of an earlier release (moved aside once replayed)."""
+    return path.suffix == ".journal" or path.name.startswith("queries-spill")
+
+
+def import_conversations(settings: Settings, path: Path, batch_size: int = BATCH_SIZE) -> ImportResult:
+    """Import a JSONL of past conversations (or a serving journal) in one transaction, streamed in batches.
+
+    A journal is moved to `<name>.replayed` once its rows are stored, so nothing replays it again."""
+    torn: list[tuple[int, int]] = []
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    identifier_salt(settings)  # resolved (and recorded) before the import's transaction opens
+    with _exclusive(path) if is_journal(path) else nullcontext():
+        with store.connect(settings) as conn:
+            read = new = 0
+            for batch in _batches(iter_records(path, settings, torn), batch_size):
+                read += len(batch)
+                new += write_rows(conn, batch, batch_size)
+        rotated = None
+        if is_journal(path):
+            rotated = path.with_name(path.name + ".replayed")
+            path.rename(rotated)
+    return ImportResult(read, new, torn, rotated)
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold a journal's lock while it is replayed; a journal a running server still holds is refused."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{path} is the journal of a running server, which replays it itself") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def record_outcomes(settings: Settings, outcomes: Iterable[Outcome | Mapping[str, Any]]) -> int:
@@ -195,8 +268,9 @@ def record_outcomes(settings: Settings, outcomes: Iterable[Outcome | Mapping[str
             outcome = raw if isinstance(raw, Outcome) else Outcome.model_validate(raw)
         except ValidationError as exc:
             err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "outcome"
-            raise InputError(f"outcome {field}: {err['msg']} (outcome #{i}); nothing was recorded") from None
+            where = ".".join(str(p) for p in err["loc"]) or "outcome"
+            msg = err["msg"].removeprefix("Value error, ")
+            raise InputError(f"outcome {where}: {msg} (outcome #{i}); nothing was recorded") from None
         latest[outcome.query_id] = outcome
     if not latest:
         return 0

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -67,7 +67,9 @@ class Settings(BaseSettings):
         default_factory=lambda: ["teacher"], description="Providers whose confident predictions are auto-approved."
     )
     router_provider: str = Field("intelrouter", description="Provider name of the router's own predictions.")
-    hash_salt: str = Field("intelrouter", description="Salt for hashing user ids and phone numbers.")
+    hash_salt: SecretStr | None = Field(None, description=(
+        "Salt for hashing user ids and phone numbers; unset: generated once into DATA_DIR/hash-salt (an existing "
+        "store keeps its salt, see README). Several hosts on one database: the same value on each."))
 
     # Human review: one task per question, the teacher audit, trust in each provider (issue 16)
     review_groups: bool = Field(True, description=(
@@ -131,11 +133,14 @@ class Settings(BaseSettings):
             "Routes a caller reports (`route_taken`) that count as a fallback, besides fallback_route.")
     )
     allow_new_labels: bool = Field(False, description="Accept feedback labels the model does not know.")
-    api_key: str | None = Field(None, description="Bearer token for feedback, override and admin endpoints.")
+    api_key: SecretStr | None = Field(None, description=(
+        "Bearer token for feedback, override, admin and error details in /health; `serve` on a non-loopback "
+        "address refuses to start without it unless told so."))
     require_key_for_route: bool = Field(False, description="Also require the API key on /route.")
     registry_poll_seconds: float = Field(5.0, gt=0, description="How often serving re-reads the aliases.")
     log_batch_size: int = Field(500, ge=1, description="Rows per batch the background query writer commits.")
-    log_buffer_size: int = Field(100_000, ge=1, description="Rows held in memory while the database is down.")
+    log_buffer_size: int = Field(100_000, ge=1, description=(
+        "Query rows held in memory while the database is down; beyond, they wait in the journal alone."))
     # Shadow replay before the canary and the label-free early stop (issue 17; intelrouter/shadow.py, estimate.py)
     # the issue's window: a week holds every weekday's traffic mix once
     shadow_days: int = Field(
@@ -164,7 +169,8 @@ class Settings(BaseSettings):
     # Monitoring
     online_accuracy_floor: float = Field(0.80, ge=0, le=1, description="Alert below this production accuracy.")
     uncertain_rate_ceiling: float = Field(0.20, ge=0, le=1, description="Alert above this uncertain rate.")
-    alert_webhook_url: str | None = Field(None, description="URL that receives alerts as a JSON POST.")
+    alert_webhook_url: SecretStr | None = Field(None, description=(
+        "URL that receives alerts as a JSON POST (a secret: never logged)."))
     alert_min_samples: int = Field(
         20, ge=1, description="Fewest production queries (and feedback labels) before a rate or accuracy alert."
     )
@@ -183,7 +189,7 @@ class Settings(BaseSettings):
 
     # Label Studio
     label_studio_url: str | None = Field(None, description="Label Studio base URL, e.g. http://127.0.0.1:8080.")
-    label_studio_api_key: str | None = Field(None, description="Legacy token or personal access token.")
+    label_studio_api_key: SecretStr | None = Field(None, description="Secret: legacy token or personal access token.")
     label_studio_project_id: int | None = Field(None, description="Label Studio project id for review tasks.")
 
     @classmethod
@@ -262,9 +268,20 @@ class Settings(BaseSettings):
         return self.data_dir.resolve() / "mlartifacts"
 
     @property
-    def spill_path(self) -> Path:
-        """JSONL file the serving log writer spills to when its buffer is full."""
-        return self.data_dir / "spill" / "queries-spill.jsonl"
+    def journal_dir(self) -> Path:
+        """Where serving journals each query row before answering (replayed into the database after a crash)."""
+        return self.data_dir / "journal"
+
+    @property
+    def salt_path(self) -> Path:
+        """The installation's generated hash salt (used when INTELROUTER_HASH_SALT is unset)."""
+        return self.data_dir / "hash-salt"
+
+
+def secret(value: SecretStr | str | None) -> str | None:
+    """The plain value of a secret setting (None when unset or empty)."""
+    plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return plain or None
 
 
 def _unknown_env_keys() -> list[str]:

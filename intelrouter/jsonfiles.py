@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,17 +14,35 @@ if TYPE_CHECKING:
     from intelrouter.config import Settings
 
 
-def iter_objects(path: Path, suffix: str = "; nothing was imported") -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line; a line that is not a JSON object is an InputError."""
+def iter_objects(
+    path: Path, suffix: str = "; nothing was imported", torn: list[tuple[int, int]] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line; a line that is not a JSON object or not UTF-8 is an
+    InputError naming it. With a `torn` list, a last line cut short by a crash (no newline, unreadable) is skipped
+    and recorded there as (line number, bytes) instead."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            cut_short = torn is not None and not raw.endswith(b"\n")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if cut_short:
+                    torn.append((lineno, len(raw)))  # type: ignore[union-attr]
+                    continue
+                raise InputError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                                 f"{exc.start + 1}): save the file as UTF-8{suffix}") from None
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
+                if cut_short:
+                    torn.append((lineno, len(raw)))  # type: ignore[union-attr]
+                    continue
                 raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg}){suffix}") from None
             if not isinstance(obj, dict):
                 raise InputError(f"{path}:{lineno}: expected a JSON object{suffix}")

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from intelrouter.config import Settings
+from intelrouter.config import Settings, secret
 from intelrouter.errors import ConfigError, LabelStudioError
 
 # Label Studio's Datetime filter parses exactly this format (anything else is a 500).
@@ -85,7 +85,7 @@ class LabelStudioClient:
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> LabelStudioClient:
         """A client for the configured server; a missing URL or key is a ConfigError naming the setting."""
-        return cls(settings.label_studio_url or "", settings.label_studio_api_key or "", **kwargs)
+        return cls(settings.label_studio_url or "", secret(settings.label_studio_api_key) or "", **kwargs)
 
     def close(self) -> None:
         """Close the connection pool."""

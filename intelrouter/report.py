@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select
 
 from intelrouter import store
-from intelrouter.config import Settings
+from intelrouter.config import Settings, secret
 from intelrouter.errors import first_line
 from intelrouter.jsonfiles import write_report
 from intelrouter.names import HUMAN_SOURCES, PRODUCTION
@@ -229,7 +231,8 @@ def notify(settings: Settings, report: Report) -> bool | None:
     """
     for alert in report.alerts:
         log.warning("ALERT %s: %s", alert.kind, alert.message)
-    if not report.alerts or not settings.alert_webhook_url:
+    url = secret(settings.alert_webhook_url)
+    if not report.alerts or not url:
         return None
     import httpx
 
@@ -243,12 +246,39 @@ def notify(settings: Settings, report: Report) -> bool | None:
         "report": report.path,
     }
     try:
-        response = httpx.post(settings.alert_webhook_url, json=payload, timeout=10)
+        with _unlogged(url):
+            response = httpx.post(url, json=payload, timeout=10)
         response.raise_for_status()
+    except httpx.HTTPStatusError as exc:  # its message quotes the URL, which is a secret (it often holds a token)
+        log.warning("alert webhook failed: HTTP %d", exc.response.status_code)
+        return False
     except httpx.HTTPError as exc:
-        log.warning("alert webhook %s failed: %s", settings.alert_webhook_url, first_line(exc))
+        log.warning("alert webhook failed: %s: %s", type(exc).__name__, first_line(exc).replace(url, "<webhook>"))
         return False
     return True
+
+
+class _DropMentions(logging.Filter):
+    """Drops log records that mention a secret (httpx logs every request's URL at INFO)."""
+
+    def __init__(self, secret_text: str) -> None:
+        super().__init__()
+        self.secret_text = secret_text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record unless its message names the secret."""
+        return self.secret_text not in record.getMessage()
+
+
+@contextmanager
+def _unlogged(url: str) -> Iterator[None]:
+    """While posting to the webhook, httpx's own request log lines (they carry the URL) are dropped."""
+    logger, drop = logging.getLogger("httpx"), _DropMentions(url)
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def write(settings: Settings, report: Report) -> Path:

@@ -151,6 +151,15 @@ locks = Table(
     Column("heartbeat_at", DateTime, nullable=False),
 )
 
+# Facts about the installation, e.g. the fingerprint of the hash salt (0007_serving)
+installation = Table(
+    "installation",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(200), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
 # model_versions and model_metadata, the registry's mirror for SQL users, are declared on this metadata in
 # registry_mirror.py, the one module that writes them (migration 0004).
 
@@ -235,14 +244,27 @@ def _salted_sha256(salt: str, value: str) -> str:
 
 
 def check_text(text_value: Any, max_length: int, where: str = "text") -> str:
-    """Validate one query text: a non-empty string within the configured maximum."""
+    """Validate one query text: a non-empty string within the configured maximum, storable on every database."""
     if not isinstance(text_value, str):
         raise InputError(f"{where}: text must be a string")
     if not text_value.strip():
         raise InputError(f"{where}: text is empty")
     if len(text_value) > max_length:
         raise InputError(f"{where}: text is {len(text_value)} characters, the maximum is {max_length}")
+    check_storable(text_value, f"{where}: text")
     return text_value
+
+
+def check_storable(value: str, what: str) -> str:
+    """A string both databases store as given: no NUL character (PostgreSQL refuses it) and valid UTF-8."""
+    if "\x00" in value:
+        raise InputError(f"{what} contains a NUL character")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"{what} contains a lone surrogate (not valid Unicode text)") from None
+    return value
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from intelrouter import groundtruth, store
 from intelrouter.capture import query_row, record_outcomes
-from intelrouter.config import Settings, load_settings
+from intelrouter.config import Settings, load_settings, secret
 from intelrouter.errors import (
     InputError,
     IntelRouterError,
@@ -31,6 +31,7 @@ from intelrouter.errors import (
 )
 from intelrouter.logwriter import QueryLogWriter
 from intelrouter.names import STAGING
+from intelrouter.salt import identifier_salt
 from intelrouter.traffic import choose_variant, route_target
 from serving.batcher import MicroBatcher
 from serving.dashboard import dashboard_router
@@ -58,6 +59,8 @@ from serving.state import ModelHolder
 log = logging.getLogger("intelrouter.serving")
 
 ROUTE_PATHS = ("/route", "/api/query", "/nlu/classify")  # /nlu/classify: seed 004's NLU clients
+ERROR_FIELDS = ("last_error", "journal_error")
+HIDDEN = "an error occurred: details in the server log, or here with Authorization: Bearer <INTELROUTER_API_KEY>"
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 404, 413, 415, 422, 503)}
 Answer = tuple[int, bytes, dict[str, str] | None]
 
@@ -111,6 +114,7 @@ class Runtime:
         self.metrics = RouterMetrics(self.state)
         self.new_id = QueryIds()
         self.max_body = settings.max_text_length * 6 + 4096  # worst case: every character JSON-escaped
+        self.salt: str | None = None  # the installation's hash salt (intelrouter.salt), resolved at start
 
     def state(self) -> dict[str, Any]:
         """Counters of the holder and the writer, for /metrics."""
@@ -118,14 +122,23 @@ class Runtime:
         return {**self.writer.stats(), "poll_failures": h.poll_failures, "loads": h.loads,
                 "load_failures": h.load_failures, "canary_share": snap.share, "versions": snap.versions()}
 
+    def resolve_salt(self) -> str:
+        """The installation's hash salt (the app resolves it at start; a runtime used on its own, at first use)."""
+        self.salt = identifier_salt(self.settings)
+        return self.salt
+
     def check_key(self, authorization: str | None) -> None:
         """With an API key configured, require `Authorization: Bearer <key>`."""
-        key = self.settings.api_key
-        if not key:
-            return
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), key.encode()):
+        if secret(self.settings.api_key) and not self.authorized(authorization):
             raise AuthError("missing or wrong API key: send Authorization: Bearer <INTELROUTER_API_KEY>")
+
+    def authorized(self, authorization: str | None) -> bool:
+        """True when an API key is configured and the request carries it."""
+        key = secret(self.settings.api_key)
+        if not key:
+            return False
+        scheme, _, token = (authorization or "").partition(" ")
+        return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), key.encode())
 
     def error(self, exc: Exception) -> Answer:
         """The JSON error answer for an exception, counted in the metrics."""
@@ -160,7 +173,7 @@ class Runtime:
         label, top, confidence, uncertain = str(pred.label), str(pred.top_label), float(pred.confidence), bool(
             pred.uncertain)
         seconds = time.perf_counter() - started
-        salt = settings.hash_salt
+        salt = self.salt if self.salt is not None else self.resolve_salt()
         self.writer.submit(query_row(
             query_id, store.utcnow(), text, store.hash_identifier(user, salt),
             store.hash_identifier(body.session_id, salt), body.language, label, top, confidence, uncertain,
@@ -242,7 +255,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:  # migrate now, not inside the first request's log write
             await asyncio.to_thread(store.upgrade, settings)
         except StoreError as exc:
-            log.warning("%s (query logs wait in the buffer until it is back)", exc)
+            log.warning("%s (query logs wait in the journal until it is back)", exc)
+        await asyncio.to_thread(rt.resolve_salt)
         rt.writer.start()
         if rt.holder.snapshot.production is None:
             log.warning("No active model found: run `intelrouter train` (answering 503 until one is promoted)")
@@ -282,7 +296,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if not await asyncio.to_thread(rt.writer.wait_written, body.query_id, 5.0):
                 raise StoreError(f"query {body.query_id} is not stored yet (database unavailable): retry later")
         record = groundtruth.record_feedback if source == "feedback" else groundtruth.record_override
-        return json_response(await asyncio.to_thread(record, settings, body.query_id, body.label))
+        try:
+            return json_response(await asyncio.to_thread(record, settings, body.query_id, body.label))
+        except NotFoundError:
+            if rt.writer.backlog > rt.writer.queue_depth:  # rows past the memory bound wait in the journal
+                raise StoreError(f"query {body.query_id} is not stored yet (the query log is catching up after a "
+                                 "database outage): retry later") from None
+            raise
 
     async def feedback(request: Request) -> Response:
         """Store a user's label for an answered query in ml_data."""
@@ -308,17 +328,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return json_response({"updated": await asyncio.to_thread(record_outcomes, settings, outcomes)})
 
     @app.get("/health", responses={503: {"description": "No production model loaded."}})
-    async def health() -> Response:
-        """Readiness, the version behind each alias, the canary share and the log queue."""
+    async def health(request: Request) -> Response:
+        """Readiness, the version behind each alias, the canary share and the log queue.
+
+        Error messages (they name hosts, paths, databases) only with the API key; otherwise a placeholder."""
         snap, h = rt.holder.snapshot, rt.holder.stats
         ready = snap.production is not None
+        shown = rt.authorized(request.headers.get("authorization"))
+        log_stats = {k: v if shown or k not in ERROR_FIELDS or v is None else HIDDEN
+                     for k, v in rt.writer.stats().items() if k != "queue_depth"}
         body = {
             "ready": ready, "versions": snap.versions(), "canary_share": snap.share,
             "log_queue_depth": rt.writer.queue_depth,
-            "log": {k: v for k, v in rt.writer.stats().items() if k != "queue_depth"},
+            "log": log_stats,
             "registry": {"poll_failures": h.poll_failures, "load_failures": h.load_failures,
                          "seconds_since_last_poll": round(time.time() - h.last_ok, 1) if h.last_ok else None,
-                         "last_error": h.last_error},
+                         "last_error": h.last_error if shown or h.last_error is None else HIDDEN},
         }
         if not ready:
             body["detail"] = str(NoActiveModelError())

@@ -25,14 +25,17 @@ class _StateCollector:
         s = self.read()
         yield GaugeMetricFamily("intelrouter_log_queue_depth", "Query rows waiting to be written.",
                                 value=s["queue_depth"])
+        yield GaugeMetricFamily("intelrouter_log_journal_backlog", "Query rows journaled and not in the database yet.",
+                                value=s.get("journal_backlog", 0))
         for name, doc in (
             ("written", "Query rows written to the database."),
-            ("spilled", "Query rows spilled to the local file (buffer full or database down at shutdown)."),
-            ("dropped", "Query rows lost: rejected by the database or not spillable."),
+            ("spilled", "Query rows past the memory bound, waiting in the journal alone (database down)."),
+            ("rejected", "Query rows the database refused for good, kept in the journal's rejected file."),
+            ("dropped", "Query rows lost: neither journaled nor buffered (the journal unusable)."),
             ("write_failures", "Failed write attempts of the query log (retried)."),
         ):
             yield CounterMetricFamily(f"intelrouter_log_rows_{name}" if name != "write_failures"
-                                      else "intelrouter_log_write_failures", doc, value=s[name])
+                                      else "intelrouter_log_write_failures", doc, value=s.get(name, 0))
         yield CounterMetricFamily("intelrouter_registry_poll_failures", "Registry polls that failed.",
                                   value=s["poll_failures"])
         yield CounterMetricFamily("intelrouter_model_loads", "Model versions loaded.", value=s["loads"])

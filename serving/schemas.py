@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from intelrouter.capture import Outcome
 from intelrouter.errors import InputError
@@ -16,6 +16,14 @@ M = TypeVar("M", bound=BaseModel)
 
 MAX_OUTCOMES = 1000  # outcomes in one POST /outcome
 OUTCOME_MAX_BODY = 1 << 20
+
+
+def _no_nul(value: str | None) -> str | None:
+    # PostgreSQL refuses NUL in text: refused here, at the boundary, on every database alike (a lone surrogate
+    # never gets this far: the JSON parser refuses it)
+    if value is not None and "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
 
 
 class RouteRequest(BaseModel):
@@ -31,6 +39,8 @@ class RouteRequest(BaseModel):
                     "user_id is absent (stored hashed).")
     session_id: str | None = Field(None, max_length=256, description="Conversation id (stored hashed).")
     language: str | None = Field(None, max_length=16, description="Language code, e.g. `en`.")
+
+    _storable = field_validator("user_id", "phone_number", "session_id", "language")(_no_nul)
 
 
 class RouteResponse(BaseModel):
@@ -53,6 +63,8 @@ class LabelRequest(BaseModel):
 
     query_id: str = Field(min_length=1, max_length=36)
     label: str = Field(min_length=1, max_length=200)
+
+    _storable = field_validator("query_id", "label")(_no_nul)
 
 
 class LabelResponse(BaseModel):
@@ -145,7 +157,7 @@ def _validate(data: dict[str, Any], model: type[M]) -> M:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "body"
-        raise BodyError(422, f"{field}: {err['msg']}") from None
+        raise BodyError(422, f"{field}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 async def read_body(request: Request, model: type[M], max_bytes: int) -> M:

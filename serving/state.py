@@ -131,7 +131,7 @@ class ModelHolder:
                 targets["staging"] = None
             self._duplicate = duplicate
             current = self.snapshot
-            slots = {alias: self._resolve(alias, getattr(current, alias), targets[alias]) for alias in ALIASES}
+            slots = {alias: self._resolve(alias, current, targets[alias]) for alias in ALIASES}
             new = Snapshot(production=slots["production"], staging=slots["staging"], share=share)
             if new != current:
                 if new.versions() != current.versions():
@@ -141,13 +141,17 @@ class ModelHolder:
             self.stats.last_ok = time.time()
             return True
 
-    def _resolve(self, alias: str, slot: Slot | None, target: Any) -> Slot | None:
+    def _resolve(self, alias: str, current: Snapshot, target: Any) -> Slot | None:
         """The slot to serve for an alias: unchanged, newly loaded, or None when the alias is gone."""
         if target is None:
             return None
         version = str(target.version)
+        slot = getattr(current, alias)
         if slot is not None and slot.version == version:
             return slot
+        for other in (current.production, current.staging):  # a promoted canary is loaded already: no reload
+            if other is not None and other.version == version:
+                return Slot(alias=alias, version=version, router=other.router, labels=other.labels)
         loaded = self._load(alias, version)
         return loaded if loaded is not None else slot  # a version that fails to load: keep the last good one
 

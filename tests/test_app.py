@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +15,16 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from serving_fixtures import INTENTS, POLL, query_rows, route, use_registry
+from server_support import Server
+from serving_fixtures import CLI, INTENTS, POLL, query_rows, route, use_registry
 
+from devservers.ports import free_port
 from intelrouter import lifecycle, store
 from intelrouter.config import Settings, load_settings
 from intelrouter.loading import load_router
 from intelrouter.names import UNCERTAIN
-from serving.app import create_app
+from intelrouter.salt import identifier_salt
+from serving.app import HIDDEN, create_app
 
 
 def test_route_answers_like_the_registered_production_model(client: TestClient, serve_settings: Settings) -> None:
@@ -59,7 +64,7 @@ def test_every_answer_is_logged_with_variant_version_and_latency(client: TestCli
         row = rows[a["query_id"]]
         assert (row.predicted_label, row.model_version, row.variant) == (a["label"], "1", "production")
         assert row.latency_ms > 0 and row.language == "en" and row.provider == "intelrouter"
-        assert row.user_hash == store.hash_identifier(f"u{answers.index(a)}", serve_settings.hash_salt)
+        assert row.user_hash == store.hash_identifier(f"u{answers.index(a)}", identifier_salt(serve_settings))
         assert row.review_status == store.PENDING
 
 
@@ -154,33 +159,99 @@ def test_bad_input_is_a_4xx_with_a_message(client: TestClient, content: bytes, c
     assert route(client)["label"] == "balance"  # and the server keeps serving
 
 
+@pytest.mark.parametrize(("path", "body", "message"), [
+    ("/route", {"text": "what is my\x00 balance"}, "text contains a NUL character"),
+    ("/route", {"text": "balance", "user_id": "u\x00"}, "user_id: contains a NUL character"),
+    ("/route", {"text": "balance", "session_id": "\x00"}, "session_id: contains a NUL character"),
+    ("/route", {"text": "balance", "language": "e\x00n"}, "language: contains a NUL character"),
+    ("/api/query", {"text": "\x00"}, "text contains a NUL character"),
+    ("/feedback", {"query_id": "a\x00b", "label": "balance"}, "query_id: contains a NUL character"),
+    ("/override", {"query_id": "00000000-0000-0000-0000-000000000000", "label": "bal\x00ance"},
+     "label: contains a NUL character"),
+])
+def test_a_nul_character_is_refused_at_the_boundary(client: TestClient, serve_settings: Settings, path: str,
+                                                    body: dict[str, Any], message: str) -> None:
+    res = client.post(path, json=body)
+    assert res.status_code == 422, res.text
+    assert message in res.json()["detail"]
+    qid = route(client)["query_id"]  # PostgreSQL refuses NUL in text: nothing half-logged, nothing dropped
+    writer = client.app.state.runtime.writer
+    assert writer.flush(timeout=30)
+    assert set(query_rows(serve_settings)) == {qid} and writer.rejected == 0
+
+
+STRINGS = st.text(max_size=40) | st.sampled_from(["\x00", "a\x00b", "\ud800", "\x00" * 3, "\u202e", "é" * 300,
+                                                    "x" * 257, "", " ", "\n\r\t"])
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=50),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | STRINGS,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
     max_leaves=8,
 )
 BODIES = st.fixed_dictionaries(
-    {}, optional={"text": JSON_VALUES | st.text(max_size=300), "user_id": JSON_VALUES, "session_id": JSON_VALUES,
-                  "language": JSON_VALUES, "query_id": JSON_VALUES | st.uuids().map(str), "label": JSON_VALUES,
-                  "phoneNumber": JSON_VALUES, "route_taken": JSON_VALUES, "outcomes": JSON_VALUES},
+    {}, optional={"text": JSON_VALUES | st.text(max_size=300) | STRINGS, "user_id": JSON_VALUES,
+                  "session_id": JSON_VALUES, "language": JSON_VALUES, "query_id": JSON_VALUES | st.uuids().map(str),
+                  "label": JSON_VALUES, "phoneNumber": JSON_VALUES, "route_taken": JSON_VALUES,
+                  "outcomes": JSON_VALUES},
 ) | JSON_VALUES
+PATHS = ["/route", "/api/query", "/nlu/classify", "/feedback", "/override", "/outcome", "/admin/reload", "/health",
+         "/metrics", "/dashboard", "/nope", "/route/x"]
 
 
-def test_fuzzed_requests_never_get_a_5xx(client: TestClient) -> None:
-    @hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(path=st.sampled_from(["/route", "/api/query", "/nlu/classify", "/feedback", "/override", "/outcome"]),
-           body=BODIES,
-           raw=st.none() | st.binary(max_size=200), ctype=st.sampled_from(["application/json", "text/plain", ""]))
-    def check(path: str, body: Any, raw: bytes | None, ctype: str) -> None:
+def test_fuzzed_requests_never_get_a_5xx_and_every_answer_is_logged(client: TestClient,
+                                                                    serve_settings: Settings) -> None:
+    answered: list[str] = []
+
+    @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(path=st.sampled_from(PATHS), method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT"]), body=BODIES,
+           raw=st.none() | st.binary(max_size=200), ctype=st.sampled_from(["application/json", "text/plain", ""]),
+           query=st.none() | st.sampled_from(["days=0", "days=abc", "days=99999", "days=3", "x=%00", "days=%00"]))
+    def check(path: str, method: str, body: Any, raw: bytes | None, ctype: str, query: str | None) -> None:
+        url = f"{path}?{query}" if query else path
         if raw is None:
-            res = client.post(path, json=body, headers={"content-type": ctype or "application/json"})
+            content = json.dumps(body).encode()
+            res = client.request(method, url, content=content, headers={"content-type": ctype or "application/json"})
         else:
-            res = client.post(path, content=raw, headers={"content-type": ctype} if ctype else {})
-        assert res.status_code < 500, (path, body, raw, res.text)
-        assert isinstance(res.json()["detail"] if res.status_code >= 400 else res.json(), str | dict)
+            res = client.request(method, url, content=raw, headers={"content-type": ctype} if ctype else {})
+        assert res.status_code < 500, (method, url, body, raw, res.text)
+        if res.status_code >= 400 and res.headers.get("content-type", "").startswith("application/json"):
+            assert isinstance(res.json()["detail"], str)
+        if res.status_code == 200 and path in ("/route", "/api/query", "/nlu/classify"):
+            answered.append(res.json()["query_id"])
 
     check()
-    assert route(client)["label"] == "balance"
+    answered.append(route(client)["query_id"])
+    writer = client.app.state.runtime.writer
+    assert writer.flush(timeout=60)
+    assert set(answered) <= set(query_rows(serve_settings))  # every answered query has its row
+    assert writer.rejected == 0 and writer.lost == 0
+
+
+def test_health_shows_error_messages_only_with_the_api_key(serve_settings: Settings) -> None:
+    down = f"postgresql+psycopg://postgres:hunter2@127.0.0.1:{free_port()}/secretdb"
+    # a salt of its own: a first start cannot create one while the database is down
+    with TestClient(create_app(load_settings(api_key="s3cret", database_url=down, hash_salt="pepper"))) as c:
+        route(c)
+        assert wait_for(lambda: c.app.state.runtime.writer.write_failures >= 1, timeout=60)
+        open_body = c.get("/health").text
+        assert "secretdb" not in open_body and "127.0.0.1" not in open_body
+        assert c.get("/health").json()["log"]["last_error"] == HIDDEN
+        keyed = c.get("/health", headers={"Authorization": "Bearer s3cret"}).json()
+        assert "secretdb" in keyed["log"]["last_error"] and "hunter2" not in json.dumps(keyed)
+
+
+def test_serve_on_a_public_address_needs_an_api_key_or_an_explicit_yes(settings: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    refused = subprocess.run([*CLI, "serve", "--host", "0.0.0.0", "--port", str(port)], capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "error: refusing to serve on 0.0.0.0 without INTELROUTER_API_KEY: anyone who reaches it could rewrite "
+        "training labels through /feedback and /override; set the key, or pass --allow-unauthenticated to accept "
+        "that"]
+    for env, args in (({"INTELROUTER_API_KEY": "a-long-random-key"}, ()), ({}, ("--allow-unauthenticated",))):
+        server = Server(tmp_path / "serve.log", env=env, args=("--host", "0.0.0.0", *args))
+        server.start(ready=False)  # an empty registry: up and answering, not ready
+        assert server.stop() in (0, -signal.SIGTERM)
 
 
 def test_mounted_under_a_prefix_the_documented_route_answers(client: TestClient) -> None:
@@ -207,7 +278,7 @@ def test_nlu_classify_answers_like_route_for_seed_004s_clients(client: TestClien
         assert {k: got[k] for k in got if k != "query_id"} == {k: want[k] for k in want if k != "query_id"}
     assert client.post("/nlu/classify", json={"phoneNumber": "test123"}).status_code == 422
     assert client.app.state.runtime.writer.flush(timeout=20)
-    phone = store.hash_identifier("test123", serve_settings.hash_salt)
+    phone = store.hash_identifier("test123", identifier_salt(serve_settings))
     assert sum(r.user_hash == phone for r in query_rows(serve_settings).values()) == 3
     assert "/nlu/classify" in client.app.openapi()["paths"]
 
@@ -226,7 +297,7 @@ def test_phone_number_keeps_a_user_on_one_variant_and_is_stored_hashed(settings:
         assert set(by_phone.values()) == {"production", "staging"}
         assert c.app.state.runtime.writer.flush(timeout=20)
     hashes = {r.user_hash for r in query_rows(load_settings()).values()}
-    assert hashes == {store.hash_identifier(p, load_settings().hash_salt) for p in by_phone}
+    assert hashes == {store.hash_identifier(p, identifier_salt(load_settings())) for p in by_phone}
     assert not any("98765" in h for h in hashes)
 
 

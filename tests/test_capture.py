@@ -10,6 +10,7 @@ from intelrouter import store
 from intelrouter.capture import import_conversations, log_queries, log_query, record_outcomes
 from intelrouter.config import Settings
 from intelrouter.errors import InputError, NotFoundError
+from intelrouter.salt import identifier_salt
 
 
 def _count(settings: Settings) -> int:
@@ -38,8 +39,10 @@ def test_log_one_and_many_in_batches(settings: Settings) -> None:
 
 def test_import_twice_adds_nothing_and_converts_time_to_utc(settings: Settings, tmp_path: Path) -> None:
     path = _conversations(tmp_path / "conv.jsonl", 40)
-    assert import_conversations(settings, path) == (40, 40)
-    assert import_conversations(settings, path) == (40, 0)
+    first = import_conversations(settings, path)
+    assert (first.read, first.new, first.torn, first.rotated) == (40, 40, [], None)  # a user's file stays put
+    again = import_conversations(settings, path)
+    assert (again.read, again.new) == (40, 0)
     with store.connect(settings) as conn:
         first = conn.execute(select(store.queries.c.created_at).order_by(store.queries.c.created_at)).first()
     assert first.created_at.hour == 10  # 12:00+02:00 stored as naive UTC
@@ -52,18 +55,38 @@ def test_import_twice_adds_nothing_and_converts_time_to_utc(settings: Settings, 
     (json.dumps({"text": "a", "predicted_label": "x", "confidence": 1.5}), "conv.jsonl:3: confidence"),
     (json.dumps({"text": "a", "predicted_label": "x", "confidence": 0.5, "timestamp": "yesterday"}),
      "conv.jsonl:3: created_at"),
+    (json.dumps({"text": "a\x00b", "predicted_label": "x", "confidence": 0.5}),
+     "conv.jsonl:3: text contains a NUL character"),
+    (json.dumps({"text": "ab", "predicted_label": "x", "confidence": 0.5, "user_id": "u\x00"}),
+     "conv.jsonl:3: user_id: contains a NUL character"),
+    (json.dumps({"text": "ab", "predicted_label": "x\ud800", "confidence": 0.5}),
+     "conv.jsonl:3: predicted_label: Input should be a valid string, unable to parse raw data as a unicode"),
+    (json.dumps({"text": "ab", "predicted_label": "x", "confidence": 0.5, "language": "l" * 17}),
+     "conv.jsonl:3: language: String should have at most 16 characters"),
+    ('{"text": "caf\u00e9", "predicted_label": "x", "confidence": 0.5}', "conv.jsonl:3: not UTF-8 text"),
 ])
 def test_a_bad_line_names_its_number_and_writes_nothing(
     settings: Settings, tmp_path: Path, line: str, message: str
 ) -> None:
     path = _conversations(tmp_path / "conv.jsonl", 2)
-    with path.open("a") as fh:
+    with path.open("a", encoding="latin-1" if "not UTF-8" in message else "utf-8") as fh:
         fh.write(line + "\n")
     with pytest.raises(InputError, match=message):
         import_conversations(settings, path)
     assert _count(settings) == 0
 
 
+def test_a_torn_last_line_is_skipped_and_reported(settings: Settings, tmp_path: Path) -> None:
+    path = _conversations(tmp_path / "conv.jsonl", 5)
+    with path.open("ab") as fh:
+        fh.write(b'{"text": "order 99 pizz')  # the writer died mid-line: no newline, not JSON
+    result = import_conversations(settings, path)
+    assert (result.read, result.new, result.torn) == (5, 5, [(6, 23)])
+    assert _count(settings) == 5
+    with path.open("ab") as fh:
+        fh.write(b'\n{"text": "more"}\n')  # written after it: now a bad line that is not the last, refused
+    with pytest.raises(InputError, match="conv.jsonl:6: not valid JSON"):
+        import_conversations(settings, path)
 def test_outcomes_are_stored_on_their_queries_or_not_at_all(settings: Settings) -> None:
     log_queries(settings, [{"id": f"q{i}", "text": f"order {i} pizzas", "predicted_label": "order_food",
                             "confidence": 0.9} for i in range(2)])
@@ -97,9 +120,9 @@ def test_phone_number_is_the_user_id_when_there_is_none_and_is_stored_hashed(set
          "confidence": 0.9},
     ])
     rows = _stored(settings, "user_hash")
-    assert rows["a"] == (store.hash_identifier("+4915112345", settings.hash_salt),)
-    assert rows["b"] == (store.hash_identifier("4915112345", settings.hash_salt),)
-    assert rows["c"] == (store.hash_identifier("u-1", settings.hash_salt),)  # the user id wins
+    assert rows["a"] == (store.hash_identifier("+4915112345", identifier_salt(settings)),)
+    assert rows["b"] == (store.hash_identifier("4915112345", identifier_salt(settings)),)
+    assert rows["c"] == (store.hash_identifier("u-1", identifier_salt(settings)),)  # the user id wins
 
 
 def test_capture_lines_carry_the_callers_outcome(settings: Settings, tmp_path: Path) -> None:
@@ -111,7 +134,8 @@ def test_capture_lines_carry_the_callers_outcome(settings: Settings, tmp_path: P
         {"id": "b", "text": "where is it", **base, "route_taken": "opensearch"},
         {"id": "c", "text": "hello", **base},
     ]) + "\n")
-    assert import_conversations(settings, path) == (3, 3)
+    result = import_conversations(settings, path)
+    assert (result.read, result.new) == (3, 3)
     rows = _stored(settings, "route_taken", "final_label", "final_confidence", "final_provider")
     assert rows == {"a": ("llm", "order_food", 0.97, "teacher"), "b": ("opensearch", None, None, None),
                     "c": (None, None, None, None)}

@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,50 @@ def test_unknown_column_is_named(settings: Settings, tmp_path: Path) -> None:
     path.write_text("text,label\nhello,greet\n")
     with pytest.raises(InputError, match="unknown column 'intent'"):
         import_labels(settings, path, "text", "intent")
+
+
+def test_a_csv_byte_order_mark_is_not_part_of_the_header(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbftext,label\r\nhello there,greet\r\nbye now,bye\r\n")  # as Excel saves "CSV UTF-8"
+    assert import_labels(settings, path) == (2, 2)
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "good morning", "label": "greet"}).encode() + b"\n")
+    assert import_labels(settings, jsonl) == (1, 1)
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("latin1.csv", "text,label\nhello,greet\ncaf\xe9 au lait,order\n".encode("latin-1"),
+     r"latin1.csv:3: not UTF-8 text \(byte 0xe9\): save the file as UTF-8; nothing was imported"),
+    ("latin1.jsonl", b'{"text": "hello", "label": "greet"}\n{"text": "caf\xe9", "label": "order"}\n',
+     r"latin1.jsonl:2: not UTF-8 text \(byte 0xe9 at column 14\): save the file as UTF-8; nothing was imported"),
+    ("nul.csv", b"text,label\nhello,greet\nhel\x00lo,greet\n", r"nul.csv:3: text contains a NUL character"),
+    ("nul-label.jsonl", json.dumps({"text": "hi", "label": "gr\x00eet"}).encode() + b"\n",
+     r"nul-label.jsonl:1: label contains a NUL character; nothing was imported"),
+    ("long-label.csv", f"text,label\nhello,{'x' * 201}\n".encode(),
+     r"long-label.csv:2: label is 201 characters, the maximum is 200; nothing was imported"),
+    ("long-language.jsonl", json.dumps({"text": "hi", "label": "greet", "language": "english-" * 3}).encode(),
+     r"long-language.jsonl:1: language is 24 characters, the maximum is 16; nothing was imported"),
+    ("bad-split.csv", b"text,label,split\nhello,greet,train\nbye,bye,holdout-set-of-2026\n",
+     r"bad-split.csv:3: split 'holdout-set-of-2026' is not one of train, val, test"),
+    ("long-split.csv", f"text,label,split\nhello,greet,{'t' * 40}\n".encode(),
+     r"long-split.csv:2: split is 40 characters, the maximum is 32; nothing was imported"),
+])
+def test_bad_bytes_and_over_long_values_are_one_line_naming_the_row(
+    settings: Settings, tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message) as err:
+        import_labels(settings, path, split_col="split" if "split" in name else None)
+    assert "\n" not in str(err.value)
+    assert _splits(settings) == {}  # nothing written, on either database
+
+
+def test_data_import_of_a_bad_file_is_one_line_on_stderr(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "mine.csv"
+    path.write_bytes(f"text,label\nhello,{'y' * 300}\n".encode())
+    res = subprocess.run([sys.executable, "-m", "cli", "data", "import", str(path)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [
+        f"error: {path}:2: label is 300 characters, the maximum is 200; nothing was imported"]

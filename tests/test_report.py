@@ -173,3 +173,39 @@ def test_no_reported_outcome_is_not_a_zero_rate(settings: Settings) -> None:
     rep = monitoring.collect(settings, days=7, now=NOW)
     assert all(d["caller_fallback_rate"] is None and d["outcomes_reported"] == 0 for d in rep.days)
     assert "No caller reported what it did with an answer" in monitoring.to_markdown(rep)
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    """A webhook endpoint that answers 404 (a rotated or mistyped token)."""
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_webhook_url_never_reaches_a_log(settings: Settings, caplog) -> None:  # noqa: ANN001
+    """The URL is a secret (Slack-style hooks carry their token in the path) and logs go to the Prefect API."""
+    import logging
+
+    _seed(settings)
+    caplog.set_level(logging.DEBUG)  # every logger, httpx's request lines included
+    refusing = HTTPServer(("127.0.0.1", free_port()), _Refusing)
+    taking = HTTPServer(("127.0.0.1", free_port()), _Hook)
+    for server in (refusing, taking):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = "T0KEN-b7e1c9"
+    try:
+        for port, expected in ((refusing.server_port, False), (free_port(), False), (taking.server_port, True)):
+            hooked = load_settings(alert_waiting=3, alert_webhook_url=f"http://127.0.0.1:{port}/services/{token}")
+            assert monitoring.notify(hooked, monitoring.collect(hooked, now=NOW)) is expected
+    finally:
+        for server in (refusing, taking):
+            server.shutdown()
+            server.server_close()
+    assert any("alert webhook failed: HTTP 404" in r.getMessage() for r in caplog.records)
+    assert any("alert webhook failed: ConnectError" in r.getMessage() for r in caplog.records)
+    assert token not in caplog.text and all(token not in r.getMessage() for r in caplog.records)

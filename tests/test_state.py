@@ -17,6 +17,7 @@ from serving_fixtures import CLI, health, query_rows, route
 from devservers.ports import free_port
 from intelrouter import lifecycle, registry
 from intelrouter.config import Settings
+from serving.app import HIDDEN
 
 
 def test_alias_move_is_picked_up_without_restart(client: TestClient, serve_settings: Settings) -> None:
@@ -83,7 +84,9 @@ def test_real_uvicorn_keeps_answering_when_the_mlflow_server_dies(
     mlflow_port, port = free_port(), free_port()
     tracker = _start_mlflow_server(tmp_path / "mlflow.db", mlflow_port, tmp_path / "mlflow-server.log")
     env = {**os.environ, "INTELROUTER_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
-           "INTELROUTER_REGISTRY_POLL_SECONDS": "0.5", "INTELROUTER_ROUTES": '{"balance": "banking-agent"}'}
+           "INTELROUTER_REGISTRY_POLL_SECONDS": "0.5", "INTELROUTER_ROUTES": '{"balance": "banking-agent"}',
+           "INTELROUTER_API_KEY": "state-key"}
+    auth = {"Authorization": "Bearer state-key"}
     server = None
     try:
         assert wait_for(lambda: _up(f"http://127.0.0.1:{mlflow_port}/health"), timeout=120), \
@@ -103,9 +106,10 @@ def test_real_uvicorn_keeps_answering_when_the_mlflow_server_dies(
             assert {(a["label"], a["model_version"]) for a in after} == {("alarm", "1")}
             h = http.get("/health")
             assert h.status_code == 200 and h.json()["ready"] is True
-            assert "model registry" in h.json()["registry"]["last_error"]
+            assert h.json()["registry"]["last_error"] == HIDDEN and str(mlflow_port) not in h.text  # no raw errors
+            assert "model registry" in http.get("/health", headers=auth).json()["registry"]["last_error"]
             qid = after[0]["query_id"]
-            assert http.post("/feedback", json={"query_id": qid, "label": "alarm"}).status_code == 200
+            assert http.post("/feedback", json={"query_id": qid, "label": "alarm"}, headers=auth).status_code == 200
             assert "intelrouter_registry_poll_failures_total" in http.get("/metrics").text
         # SIGTERM: a graceful shutdown that flushes the log (uvicorn re-raises the signal once done)
         assert _stop(server) in (0, -signal.SIGTERM)

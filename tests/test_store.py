@@ -6,6 +6,7 @@ from intelrouter import store
 from intelrouter.capture import log_queries
 from intelrouter.config import Settings
 from intelrouter.groundtruth import record_feedback
+from intelrouter.salt import identifier_salt
 
 
 def test_upgrade_creates_tables_and_views_and_is_idempotent(settings: Settings) -> None:
@@ -23,9 +24,9 @@ def test_identifiers_are_stored_hashed(settings: Settings) -> None:
                             "predicted_label": "greet", "confidence": 0.9}])
     with store.connect(settings) as conn:
         row = conn.execute(text("SELECT user_hash, session_hash FROM queries")).one()
-    assert row.user_hash == store.hash_identifier("+4915112345", settings.hash_salt)
+    assert row.user_hash == store.hash_identifier("+4915112345", identifier_salt(settings))
     assert "+4915112345" not in row.user_hash and len(row.user_hash) == 64
-    assert row.session_hash == store.hash_identifier("s-1", settings.hash_salt)
+    assert row.session_hash == store.hash_identifier("s-1", identifier_salt(settings))
 
 
 def test_views_count_per_day_and_per_model(settings: Settings) -> None:
