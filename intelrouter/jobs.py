@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import ValidationError
 from sqlalchemy import bindparam, update
 
-from intelrouter import loading, registry, store, tracking
+from intelrouter import drift, loading, registry, rollout, store, tracking
 from intelrouter.config import Settings
 from intelrouter.data import Splits, collapse_copies, data_digest, load_examples, recent_mask, split_examples
 from intelrouter.errors import InputError, InsufficientDataError
@@ -67,6 +67,7 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
     marked_rows: int = 0
     aliases: dict[str, Any] = field(default_factory=dict)  # where @production and @staging point afterwards
+    shadow: dict[str, Any] | None = None  # the shadow replay's verdict (rollout.ShadowVerdict.as_dict)
 
 
 def train_options(options: TrainOptions | None = None, **overrides: Any) -> TrainOptions:
@@ -103,6 +104,17 @@ def judge(settings: Settings, router: Router, data: TrainingData) -> tuple[Compa
     loaded = loading.load_alias(settings, PRODUCTION)
     comparison = compare(router, loaded[1] if loaded else None, data.splits.test, data.recent, settings)
     return comparison, str(loaded[0].version) if loaded else None
+
+
+def shadow(settings: Settings, router: Router, data: TrainingData, comparison: Comparison,
+           baseline_version: str | None) -> rollout.ShadowVerdict:
+    """Before registering: keep what drift monitoring needs with the model, and replay a candidate that passed the
+    gate on recent traffic beside @production (`rollout.shadow`); both logged on the run."""
+    router.info["drift_reference"] = drift.reference(router, data.splits.train["label"],
+                                                     data.splits.test["text"].tolist(), comparison.candidate.confidence)
+    verdict = rollout.shadow(settings, router, baseline_version, passed=comparison.decision.passed)
+    rollout.log_on_run(verdict, router.info["drift_reference"])
+    return verdict
 
 
 def log_run(run: Any, settings: Settings, options: TrainOptions, data: TrainingData, router: Router,
@@ -148,8 +160,10 @@ def log_run(run: Any, settings: Settings, options: TrainOptions, data: TrainingD
 
 
 def register(settings: Settings, model_uri: str, router: Router, data: TrainingData, semver: str,
-             decision: GateResult, metrics: dict[str, float]) -> tuple[str, str]:
-    """Register the logged model with its tags and move it by the gate's decision: (version, lifecycle)."""
+             decision: GateResult, metrics: dict[str, float], verdict: rollout.ShadowVerdict | None = None
+             ) -> tuple[str, str]:
+    """Register the logged model with its tags and move it by the gate's decision and the shadow verdict (held:
+    it stays in testing): (version, lifecycle)."""
     import mlflow
 
     tags = {
@@ -160,7 +174,10 @@ def register(settings: Settings, model_uri: str, router: Router, data: TrainingD
         "test_macro_f1": f"{metrics.get('test_macro_f1', 0):.4f}",
         "recent_accuracy": f"{metrics.get('recent_accuracy', 0):.4f}",
     }
-    version, lifecycle = registry.register(settings, model_uri, tags, decision.passed, decision.reasons)
+    if verdict is not None:
+        tags |= verdict.tags()
+    version, lifecycle = registry.register(settings, model_uri, tags, decision.passed, decision.reasons,
+                                           hold=verdict.reasons if verdict is not None and verdict.held else None)
     mlflow.set_tags({"lifecycle": lifecycle, "model_version": version})
     return version, lifecycle
 
@@ -184,21 +201,25 @@ def train(settings: Settings, options: TrainOptions | None = None, **overrides: 
         comparison, baseline_version = judge(settings, router, data)
         timings["evaluate_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        verdict = shadow(settings, router, data, comparison, baseline_version)
+        timings["shadow_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         metrics, model_uri = log_run(run, settings, options, data, router, comparison, baseline_version)
         timings["log_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        version, lifecycle = register(settings, model_uri, router, data, semver, comparison.decision, metrics)
+        version, lifecycle = register(settings, model_uri, router, data, semver, comparison.decision, metrics,
+                                      verdict)
         aliases = registry.where_aliases_point(settings)
         timings["register_s"] = time.perf_counter() - t0
     decision = comparison.decision
     # seed 004: only a version that passed the gate uses up its samples (train, validation and test rows alike:
-    # all of them shaped it); a rejected one leaves them for the next
+    # all of them shaped it); a rejected one, or one the shadow replay holds in testing, leaves them for the next
     used = pd.concat([data.splits.train, data.splits.val, data.splits.test], ignore_index=True)
-    marked = mark_trained(settings, used, semver) if decision.passed else 0
+    marked = mark_trained(settings, used, semver) if decision.passed and not verdict.held else 0
     timings["total_s"] = time.perf_counter() - started
     result = TrainResult(run_id=run.info.run_id, version=version, semver=semver, lifecycle=lifecycle, gate=decision,
                          metrics=metrics, threshold=router.threshold, report_path=None, timings=timings,
-                         marked_rows=marked, aliases=aliases)
+                         marked_rows=marked, aliases=aliases, shadow=verdict.as_dict())
     result.report_path = write_training_report(settings, result, data, router)
     return result
 
@@ -233,8 +254,9 @@ def write_training_report(settings: Settings, result: TrainResult, data: Trainin
     report = {
         "version": result.version, "semver": result.semver, "run_id": result.run_id, "lifecycle": result.lifecycle,
         "created_at": store.utcnow().isoformat(), "model_name": settings.model_name,
-        "gate": {"passed": result.gate.passed, "reasons": result.gate.reasons},
-        "threshold": result.threshold, "info": router.info,
+        "gate": {"passed": result.gate.passed, "reasons": result.gate.reasons}, "shadow": result.shadow,
+        "threshold": result.threshold,
+        "info": {k: v for k, v in router.info.items() if k != "drift_reference"},  # that one: drift_reference.json
         "data": {"rows": len(data.frame), "train": len(splits.train), "val": len(splits.val),
                  "test": len(splits.test), "split": splits.how, "labels": dict(Counter(data.frame["label"])),
                  "marked_rows": result.marked_rows},

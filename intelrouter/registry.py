@@ -287,17 +287,22 @@ def clear_staging(settings: Settings, reason: str) -> ModelVersion | None:
     return staging
 
 
-def register(settings: Settings, model_uri: str, tags: dict[str, str], passed: bool, reasons: list[str]
-             ) -> tuple[str, str]:
+def register(settings: Settings, model_uri: str, tags: dict[str, str], passed: bool, reasons: list[str],
+             hold: list[str] | None = None) -> tuple[str, str]:
     """Register a logged model as a new version with its tags, then move it by the gate: (version, lifecycle)."""
     import mlflow
 
     mv = call(settings, "register model", mlflow.register_model, model_uri, settings.model_name, tags=tags)
-    return str(mv.version), apply_gate(settings, str(mv.version), passed, reasons)
+    return str(mv.version), apply_gate(settings, str(mv.version), passed, reasons, hold)
 
 
-def apply_gate(settings: Settings, version: str | int, passed: bool, reasons: list[str]) -> str:
-    """Move a freshly registered version by the gate's decision; returns its new lifecycle."""
+def apply_gate(settings: Settings, version: str | int, passed: bool, reasons: list[str],
+               hold: list[str] | None = None) -> str:
+    """Move a freshly registered version by the gate's decision; returns its new lifecycle.
+
+    `hold`: reasons that keep a version that passed in testing instead of starting its canary (the shadow
+    replay's limits); it then stays off every alias, its reasons in the `hold_reasons` tag.
+    """
     text = "; ".join(reasons)
     tag_version(settings, version, {"gate": "passed" if passed else "failed", "gate_reasons": text})
     if not passed:
@@ -306,6 +311,9 @@ def apply_gate(settings: Settings, version: str | int, passed: bool, reasons: li
     if alias_version(settings, PRODUCTION) is None:
         promote(settings, version, PRODUCTION)
         return "production"
+    if hold:
+        _set_lifecycle(settings, str(version), "testing", hold_reasons="; ".join(hold))
+        return "testing"
     promote(settings, version, STAGING)
     return "canary"
 
