@@ -239,7 +239,7 @@ def reference(router: Router, train_labels: Iterable[str], held_out_texts: Seque
     known = known_words(router)
     return {
         "label_counts": {str(k): int(v) for k, v in sorted(Counter(map(str, train_labels)).items())},
-        "confidences": [round(float(c), 4) for c in conf],
+        "confidences": [round(float(c), 6) for c in conf],
         "held_out_rows": len(held_out_texts),
         "unseen_share": None if known is None or not len(held_out_texts)
         else round(unseen_word_share(known, held_out_texts), 4),
