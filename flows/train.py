@@ -1,4 +1,5 @@
-"""Scheduled training: weekly (seed 004) when enough new approved samples wait, every 30 days regardless (seed 000)."""
+"""Scheduled training: weekly (seed 004) when enough new approved samples wait, every 30 days regardless (seed 000),
+and on events (drift, new human labels: the deployment trigger of flows/events.py passes force and its reason)."""
 
 from __future__ import annotations
 
@@ -24,12 +25,16 @@ def count_waiting(settings: Settings) -> int:
 
 
 @flow(name="train")
-def train(force: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the retrain loop when the weekly rule says so (or `force`); otherwise log a skip."""
+def train(force: bool = False, overrides: dict[str, Any] | None = None, reason: str | None = None) -> dict[str, Any]:
+    """Run the retrain loop when the weekly rule says so (or `force`); otherwise log a skip. `reason`: why an event
+    started this run."""
     settings = settings_from(overrides)
     logger = get_run_logger()
     waiting = count_waiting(settings)
-    go, reason = should_train(waiting, settings.weekly_trigger, force)
+    if force and reason:  # started by a retrain event: its reasons say why
+        go, reason = True, f"event: {reason}"
+    else:
+        go, reason = should_train(waiting, settings.weekly_trigger, force)
     if not go:
         logger.info(reason)
         create_markdown_artifact(f"Training {reason}.", key="intelrouter-train", description="Training skipped")
