@@ -106,7 +106,7 @@ def main() -> None:
         fill_ml_data(cap_url, args.export_rows)
         out = Path(tempfile.mkdtemp()) / "export.jsonl"
         env = {**os.environ, "INTELROUTER_DATABASE_URL": cap_url, "INTELROUTER_DATA_DIR": str(out.parent)}
-        ours_wall, ours_mb = child_peak_mb([sys.executable, "-m", "intelrouter.cli", "export", "--output",
+        ours_wall, ours_mb = child_peak_mb([sys.executable, "-m", "cli", "export", "--output",
                                             str(out)], env)
         naive_wall, naive_mb = child_peak_mb([sys.executable, "-c", NAIVE, cap_url, str(out) + ".naive"], env)
         lines = sum(1 for _ in out.open())

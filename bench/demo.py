@@ -51,7 +51,7 @@ def main() -> None:
         root = Path(tmp)
         anchor = timed([sys.executable, "-c", ANCHOR], _env({"PREFECT_HOME": str(root / "anchor-prefect")}))
         env = _env({"INTELROUTER_DATA_DIR": str(root / "data")})
-        cli = [sys.executable, "-m", "intelrouter.cli", "demo"]
+        cli = [sys.executable, "-m", "cli", "demo"]
         runs = [timed(cli, env) for _ in range(2)]
         summaries = [json.loads(p.read_text()) for p in sorted((root / "data" / "logs").glob("demo-*.json"))]
     print("| what | wall s | × anchor | within 180 s |")

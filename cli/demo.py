@@ -33,6 +33,7 @@ ROUTES = {  # label -> where the caller sends the query
 }
 SEED_SHARE = 0.5  # half the sample set is ground truth at the start; the rest is the users' traffic
 FEEDBACK_RATE = 0.8  # share of answers a simulated user labels
+ESCALATION_RATE = 0.05  # share of answers the simulated caller hands to a human whatever the route
 ROUND_SIZE = 200  # queries per traffic round
 CANARY_ROUNDS = 4  # traffic rounds the canary gets at most before the demo stops
 PREFIXES = ("", "", "", "hey, ", "please ", "quick question: ", "hi! ")
@@ -90,6 +91,7 @@ class Traffic:
     def __init__(self, settings: Settings, pool: list[tuple[str, str]], run_id: str) -> None:
         self.settings, self.pool, self.run_id = settings, pool, run_id
         self.rng = random.Random(run_id)
+        self.callers = random.Random(f"{run_id}-callers")  # apart, so the users' draws stay as they were
         self.by_variant: dict[str, int] = {}
 
     def _query(self, round_no: int, i: int) -> tuple[str, str, str]:
@@ -98,7 +100,8 @@ class Traffic:
         return text, label, f"demo-{self.run_id}-{round_no}-{i}"
 
     def round(self, round_no: int, n: int, tick: Callable[[], None]) -> tuple[int, int]:
-        """Route `n` queries through POST /route and post feedback for most; returns (routed, labelled)."""
+        """Route `n` queries through POST /route, report each outcome (POST /outcome) and post feedback for most;
+        returns (routed, labelled)."""
         import warnings
 
         from serving.app import create_app
@@ -116,9 +119,13 @@ class Traffic:
                 r.raise_for_status()
                 body = r.json()
                 self.by_variant[body["variant"]] = self.by_variant.get(body["variant"], 0) + 1
-                answers.append((body["query_id"], truth))
+                answers.append((body["query_id"], truth, body["route"]))
                 tick()
-            for query_id, truth in answers:
+            # the caller reports what it did with each answer: it follows the route (the fallback when UNCERTAIN)
+            outcomes = [{"query_id": q, "route_taken": "human" if self.callers.random() < ESCALATION_RATE else r}
+                        for q, _, r in answers]
+            client.post("/outcome", json={"outcomes": outcomes}).raise_for_status()
+            for query_id, truth, _ in answers:
                 if self.rng.random() < FEEDBACK_RATE:
                     client.post("/feedback", json={"query_id": query_id, "label": truth}).raise_for_status()
                     labelled += 1

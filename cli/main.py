@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from cli import data, models, operations  # noqa: F401 - importing a command module registers its commands
+from cli import data, models, operations, simulate  # noqa: F401 - importing a command module registers its commands
 from cli.app import app
 from intelrouter.config import telemetry_off
 from intelrouter.errors import IntelRouterError

@@ -105,7 +105,7 @@ def promote_cmd(
     to: Annotated[str, typer.Option(help="staging (canary) or production.")],
 ) -> None:
     """Point @staging (canary) or @production at a version."""
-    from intelrouter.registry import promote
+    from intelrouter.lifecycle import promote
 
     mv = promote(get_settings(), version, to)  # type: ignore[arg-type]
     echo(f"@{to} -> version {mv.version} (v{mv.tags.get('semver', '?')})")
@@ -114,7 +114,7 @@ def promote_cmd(
 @app.command("rollback")
 def rollback_cmd() -> None:
     """Put @production back on the previous production version in one step."""
-    from intelrouter.registry import rollback
+    from intelrouter.lifecycle import rollback
 
     mv = rollback(get_settings())
     echo(f"@production -> version {mv.version} (v{mv.tags.get('semver', '?')})")

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, case, func, select
 
-from intelrouter import store
+from intelrouter import lifecycle, store
 from intelrouter.config import Settings
 from intelrouter.errors import IntelRouterError, NotFoundError
 from intelrouter.estimate import early_stop
@@ -247,10 +247,10 @@ def apply(settings: Settings, state: CanaryState, decision: Decision, now: datet
             log.warning("@staging changed during the canary check (was v%s): nothing done", staging)
             return False
     if decision.action == "promote" and staging:
-        registry.promote(settings, staging, to="production")
+        lifecycle.promote(settings, staging, to="production")
         return True
     if decision.action == "rollback" and staging:
-        registry.clear_staging(settings, reason=f"canary rolled back: {decision.reason}")
+        lifecycle.clear_staging(settings, reason=f"canary rolled back: {decision.reason}")
         return True
     if decision.action == "raise" and staging and decision.share is not None:
         # the step time first: if the share write then fails, the canary only waits one more window
@@ -258,7 +258,7 @@ def apply(settings: Settings, state: CanaryState, decision: Decision, now: datet
         client = registry.get_client(settings)
         registry.call(settings, "registered model", client.set_registered_model_tag, settings.model_name, STEP_TAG,
                       f"{staging}@{stamp}")
-        registry.set_canary_share(settings, decision.share)
+        lifecycle.set_canary_share(settings, decision.share)
         return True
     return False
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import bindparam, select, update
 
 from intelrouter import store
 from intelrouter.config import Settings
-from intelrouter.errors import InputError
+from intelrouter.errors import InputError, NotFoundError
 from intelrouter.jsonfiles import iter_objects
 from intelrouter.keys import digest
+from intelrouter.outcomes import normalise_route
 
 BATCH_SIZE = 5000
 
@@ -27,7 +29,8 @@ class QueryRecord(BaseModel):
     id: str = Field(default_factory=lambda: str(uuid.uuid4()), max_length=36)
     text: str
     user_id: str | None = None
-    phone_number: str | None = None
+    # the user id when user_id is absent; seed 004's callers send phoneNumber
+    phone_number: str | None = Field(None, validation_alias=AliasChoices("phone_number", "phoneNumber"))
     session_id: str | None = None
     # already-hashed identifiers (the serving spill file carries these), stored as they are
     user_hash: str | None = Field(None, max_length=64)
@@ -42,23 +45,55 @@ class QueryRecord(BaseModel):
     variant: str | None = Field(None, max_length=16)
     latency_ms: float | None = None
     created_at: datetime = Field(default_factory=store.utcnow)
+    # what the caller finally did with the answer, and the fallback's answer when it gave one (see Outcome)
+    route_taken: str | None = Field(None, min_length=1, max_length=32)
+    final_label: str | None = Field(None, min_length=1, max_length=200)
+    final_confidence: float | None = Field(None, ge=0, le=1)
+    final_provider: str | None = Field(None, min_length=1, max_length=64)
 
     @field_validator("user_id", "phone_number", "session_id", "model_version", mode="before")
     @classmethod
     def _stringify(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
+    @field_validator("route_taken", mode="before")
+    @classmethod
+    def _route(cls, value: Any) -> Any:
+        return normalise_route(value)
+
     def to_row(self, settings: Settings) -> dict[str, Any]:
         """The `queries` row for this record, identifiers hashed and the text checked."""
         store.check_text(self.text, settings.max_text_length)
-        user = self.user_id if self.user_id is not None else self.phone_number
+        user = self.user_id or self.phone_number
         return query_row(
             self.id, store.to_utc_naive(self.created_at), self.text,
             self.user_hash or store.hash_identifier(user, settings.hash_salt),
             self.session_hash or store.hash_identifier(self.session_id, settings.hash_salt),
             self.language, self.predicted_label, self.top_label or self.predicted_label, self.confidence,
             self.uncertain, self.provider, self.model_version, self.variant, self.latency_ms,
-        )
+        ) | {"route_taken": self.route_taken, "final_label": self.final_label,
+             "final_confidence": self.final_confidence, "final_provider": self.final_provider}
+
+
+class Outcome(BaseModel):
+    """What the caller finally did with one answer: the route it took (e.g. opensearch, php, llm, human) and,
+    when a fallback answered, that answer (label, confidence, provider; also accepted as final_label, ...).
+    A fallback's UNCERTAIN is stored as given: triage never makes it ground truth."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query_id: str = Field(min_length=1, max_length=36)
+    route_taken: str = Field(min_length=1, max_length=32, description="Where the query went, e.g. `llm`.")
+    label: str | None = Field(None, min_length=1, max_length=200,
+                              validation_alias=AliasChoices("label", "final_label"))
+    confidence: float | None = Field(None, ge=0, le=1, validation_alias=AliasChoices("confidence", "final_confidence"))
+    provider: str | None = Field(None, min_length=1, max_length=64,
+                                 validation_alias=AliasChoices("provider", "final_provider"))
+
+    @field_validator("route_taken", mode="before")
+    @classmethod
+    def _route(cls, value: Any) -> Any:
+        return normalise_route(value)
 
 
 def query_row(
@@ -145,3 +180,40 @@ def import_conversations(settings: Settings, path: Path, batch_size: int = BATCH
     rows = read_jsonl_records(path, settings)
     with store.connect(settings) as conn:
         return len(rows), write_rows(conn, rows, batch_size)
+
+
+def record_outcomes(settings: Settings, outcomes: Iterable[Outcome | Mapping[str, Any]]) -> int:
+    """Store what callers finally did with answers, by query id; returns the rows updated.
+
+    All or nothing: a bad outcome is an InputError, an unknown query id a NotFoundError, and then nothing is
+    written. An outcome replaces the query's earlier one (the last report of a query wins); the same report
+    twice changes nothing.
+    """
+    latest: dict[str, Outcome] = {}
+    for i, raw in enumerate(outcomes, start=1):
+        try:
+            outcome = raw if isinstance(raw, Outcome) else Outcome.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "outcome"
+            raise InputError(f"outcome {field}: {err['msg']} (outcome #{i}); nothing was recorded") from None
+        latest[outcome.query_id] = outcome
+    if not latest:
+        return 0
+    q, ids = store.queries, list(latest)
+    rows = [{"b_id": o.query_id, "b_route": o.route_taken, "b_label": o.label, "b_confidence": o.confidence,
+             "b_provider": o.provider} for o in latest.values()]
+    stmt = (update(q).where(q.c.id == bindparam("b_id"))
+            .values(route_taken=bindparam("b_route"), final_label=bindparam("b_label"),
+                    final_confidence=bindparam("b_confidence"), final_provider=bindparam("b_provider")))
+    with store.connect(settings) as conn:
+        known: set[str] = set()
+        for start in range(0, len(ids), 500):
+            known.update(conn.execute(select(q.c.id).where(q.c.id.in_(ids[start:start + 500]))).scalars())
+        missing = [i for i in ids if i not in known]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise NotFoundError(f"unknown query id {missing[0]}{more}: nothing was recorded")
+        for start in range(0, len(rows), BATCH_SIZE):
+            conn.execute(stmt, rows[start:start + BATCH_SIZE])
+    return len(rows)

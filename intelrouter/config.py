@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     canary_tolerance: float = Field(0.02, ge=0, description="Online accuracy drop tolerated for a canary.")
     routes: dict[str, str] = Field(default_factory=dict, description="Map label -> route target.")
     fallback_route: str = Field("fallback", description="Route target for UNCERTAIN answers.")
+    fallback_routes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["llm", "human"], description=(
+            "Routes a caller reports (`route_taken`) that count as a fallback, besides fallback_route.")
+    )
     allow_new_labels: bool = Field(False, description="Accept feedback labels the model does not know.")
     api_key: str | None = Field(None, description="Bearer token for feedback, override and admin endpoints.")
     require_key_for_route: bool = Field(False, description="Also require the API key on /route.")
@@ -196,7 +200,7 @@ class Settings(BaseSettings):
                 raise ConfigError(f"{CONFIG_FILE_VAR}={path}: use a .toml, .yaml or .yml file")
         return tuple(sources)
 
-    @field_validator("trusted_providers", "canary_steps", mode="before")
+    @field_validator("trusted_providers", "canary_steps", "fallback_routes", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.lstrip().startswith("["):

@@ -8,7 +8,7 @@ exception: the page then says what is missing.
      "errors": [str],                                      # parts that could not be read
      "report": report.Report.as_dict() | None,             # per-day rows (`days`), per-version rows, alerts, ...
      "by_version_day": [{"day", "model_version", "variant", "captured", "uncertain_rate", "labelled",
-                         "online_accuracy"}],
+                         "online_accuracy", "outcomes_reported", "caller_fallback_rate"}],
      "aliases": {"production": VERSION | None, "staging": VERSION | None},
      "canary_share": float | None,                         # only while something carries @staging
      "canary": [{"time", "action", "share", "share_before", "reason", "applied", "version"}],
@@ -19,8 +19,8 @@ exception: the page then says what is missing.
     VERSION = {"version", "semver", "lifecycle", "created", "test_accuracy", "test_macro_f1", "recent_accuracy",
                "threshold", "gate": "passed" | "failed" | "unknown", "reasons": [str]}
 
-Per-day report rows may carry `estimated_accuracy` and `caller_fallback_rate` once those are measured; the
-dashboard draws them when present.
+Per-day report rows carry `caller_fallback_rate` (None until a caller reports outcomes, POST /outcome) and may carry
+`estimated_accuracy` once it is measured; the dashboard draws them when present.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from intelrouter import report as monitoring
 from intelrouter import store
 from intelrouter.config import Settings
 from intelrouter.errors import IntelRouterError
+from intelrouter.outcomes import fallback_routes, rate, reported
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,16 @@ def per_version_day(conn: Connection, since: datetime, until: datetime) -> list[
             "labelled": n_lab, "online_accuracy": round(int(lab.correct) / n_lab, 4) if n_lab else None,
         })
     return rows
+
+
+def add_caller_rates(conn: Connection, rows: list[dict[str, Any]], since: datetime, until: datetime,
+                     settings: Settings) -> None:
+    """Add the caller-reported fallback rate (None where no caller reported an outcome) to per_version_day's rows."""
+    counts = reported(conn, since, until, fallback_routes(settings), "day", "model_version", "variant")
+    for row in rows:
+        key = (row["day"], None if row["model_version"] is None else str(row["model_version"]), row["variant"])
+        n, fallback = counts.get(key, (0, 0))
+        row["outcomes_reported"], row["caller_fallback_rate"] = n, rate(fallback, n)
 
 
 def _version_row(mv: Any) -> dict[str, Any]:
@@ -210,6 +221,7 @@ def collect(settings: Settings, days: int | None = None, now: datetime | None = 
         rep = monitoring.collect(settings, days, now).as_dict()
         with store.connect(settings) as conn:
             data["by_version_day"] = per_version_day(conn, since, now + timedelta(microseconds=1))
+            add_caller_rates(conn, data["by_version_day"], since, now + timedelta(microseconds=1), settings)
         data.update(report=rep, review_backlog=rep["review_backlog"], samples_waiting=rep["samples_waiting"],
                     alerts=rep["alerts"])
     except Exception as exc:  # noqa: BLE001 - an unreachable store is an empty-state page, not a 500

@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import ValidationError
 from sqlalchemy import bindparam, update
 
-from intelrouter import drift, loading, registry, rollout, store, tracking
+from intelrouter import drift, lifecycle, loading, registry, rollout, store, tracking
 from intelrouter.config import Settings
 from intelrouter.data import Splits, collapse_copies, data_digest, load_examples, recent_mask, split_examples
 from intelrouter.errors import InputError, InsufficientDataError
@@ -150,6 +150,7 @@ def log_run(run: Any, settings: Settings, options: TrainOptions, data: TrainingD
         mlflow.log_dict(tracking.label_counts(data.frame, limit=len(data.frame)), "label_distribution.json")
         mlflow.set_tags({"gate": "passed" if decision.passed else "failed", "comparison_digest": data.comparison_digest,
                          "gate_reasons": "; ".join(decision.reasons)[:4900]})
+        mlflow.set_tag(tracking.NOTE_TAG, tracking.run_note(router, splits, data.digest, metrics, decision))
         mlflow.log_dict({name: [_row_id(i) for i in part["id"]] for name, part in
                          (("train", splits.train), ("val", splits.val), ("test", splits.test))}, "splits.json")
         mlflow.log_dict({"passed": decision.passed, "reasons": decision.reasons}, "gate.json")
@@ -176,10 +177,11 @@ def register(settings: Settings, model_uri: str, router: Router, data: TrainingD
     }
     if verdict is not None:
         tags |= verdict.tags()
-    version, lifecycle = registry.register(settings, model_uri, tags, decision.passed, decision.reasons,
-                                           hold=verdict.reasons if verdict is not None and verdict.held else None)
-    mlflow.set_tags({"lifecycle": lifecycle, "model_version": version})
-    return version, lifecycle
+    note = tracking.run_note(router, data.splits, data.digest, metrics, decision)  # the run's note, on the version
+    version, stage = lifecycle.register(settings, model_uri, tags, decision.passed, decision.reasons, note,
+                                        hold=verdict.reasons if verdict is not None and verdict.held else None)
+    mlflow.set_tags({"lifecycle": stage, "model_version": version})
+    return version, stage
 
 
 def train(settings: Settings, options: TrainOptions | None = None, **overrides: Any) -> TrainResult:
@@ -207,8 +209,7 @@ def train(settings: Settings, options: TrainOptions | None = None, **overrides: 
         metrics, model_uri = log_run(run, settings, options, data, router, comparison, baseline_version)
         timings["log_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        version, lifecycle = register(settings, model_uri, router, data, semver, comparison.decision, metrics,
-                                      verdict)
+        version, stage = register(settings, model_uri, router, data, semver, comparison.decision, metrics, verdict)
         aliases = registry.where_aliases_point(settings)
         timings["register_s"] = time.perf_counter() - t0
     decision = comparison.decision
@@ -217,7 +218,7 @@ def train(settings: Settings, options: TrainOptions | None = None, **overrides: 
     used = pd.concat([data.splits.train, data.splits.val, data.splits.test], ignore_index=True)
     marked = mark_trained(settings, used, semver) if decision.passed and not verdict.held else 0
     timings["total_s"] = time.perf_counter() - started
-    result = TrainResult(run_id=run.info.run_id, version=version, semver=semver, lifecycle=lifecycle, gate=decision,
+    result = TrainResult(run_id=run.info.run_id, version=version, semver=semver, lifecycle=stage, gate=decision,
                          metrics=metrics, threshold=router.threshold, report_path=None, timings=timings,
                          marked_rows=marked, aliases=aliases, shadow=verdict.as_dict())
     result.report_path = write_training_report(settings, result, data, router)

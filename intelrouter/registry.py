@@ -1,8 +1,8 @@
-"""The model registry: the MLflow client, and the lifecycle testing → canary (@staging) → production, with rollback.
+"""The model registry as the loop reads it: the MLflow client, versions, aliases, the canary share, semver.
 
-Aliases carry the lifecycle; version tags say it in words (`lifecycle`, `semver`, `threshold`, ...).
-MLflow keeps no history of alias moves, so the production history is a JSON list in a registered-model
-tag. Every function turns MLflow failures into one-line RegistryError / NotFoundError messages.
+Aliases carry the lifecycle (@production, @staging = the canary); version tags say it in words (`lifecycle`,
+`semver`, `threshold`, ...). The moves between them are `intelrouter.lifecycle`'s. Every function turns MLflow
+failures into one-line RegistryError / NotFoundError messages (`call`).
 """
 
 from __future__ import annotations
@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from intelrouter.config import Settings
 from intelrouter.errors import (
-    InputError,
     IntelRouterError,
-    NoActiveModelError,
     NotFoundError,
     RegistryError,
     first_line,
@@ -160,14 +158,6 @@ def canary_share(settings: Settings) -> float:
         return settings.canary_share
 
 
-def set_canary_share(settings: Settings, share: float) -> None:
-    """Set the share of traffic @staging gets (0..1)."""
-    if not 0.0 <= float(share) <= 1.0:
-        raise InputError(f"canary share {share} is outside 0..1")
-    client = get_client(settings)
-    call(settings, "registered model", client.set_registered_model_tag, settings.model_name, CANARY_TAG, str(share))
-
-
 def production_history(settings: Settings) -> list[str]:
     """Versions that held @production, oldest first (the current one last)."""
     raw = _registered_tags(settings).get(HISTORY_TAG)
@@ -175,12 +165,6 @@ def production_history(settings: Settings) -> list[str]:
         return [str(v) for v in json.loads(raw)] if raw else []
     except (ValueError, TypeError):
         raise RegistryError(f"registered-model tag {HISTORY_TAG} is not a JSON list: fix or delete it") from None
-
-
-def _set_history(client: MlflowClient, settings: Settings, history: list[str]) -> None:
-    # tag values are bounded; the last 100 moves are plenty to roll back through
-    value = json.dumps(history[-100:])
-    call(settings, "registered model", client.set_registered_model_tag, settings.model_name, HISTORY_TAG, value)
 
 
 def tag_version(settings: Settings, version: str | int, tags: dict[str, Any]) -> None:
@@ -191,131 +175,11 @@ def tag_version(settings: Settings, version: str | int, tags: dict[str, Any]) ->
              str(value)[:4900])
 
 
-def _set_lifecycle(settings: Settings, version: str, lifecycle: str, **extra: Any) -> None:
-    tag_version(settings, version, {"lifecycle": lifecycle, **extra})
-
-
-def promote(settings: Settings, version: str | int, to: Literal["staging", "production"]) -> ModelVersion:
-    """Point @staging (canary) or @production at a version and update the lifecycle tags."""
-    if to not in ALIASES:
-        raise InputError(f"cannot promote to {to!r}: use staging or production")
-    mv = get_version(settings, version)
+def describe_version(settings: Settings, version: str | int, description: str) -> None:
+    """Set a version's description (markdown, shown on its registry page)."""
     client = get_client(settings)
-    current = alias_version(settings, to)
-    if current is not None and str(current.version) == str(mv.version):
-        return mv
-    if to == STAGING:
-        prod = alias_version(settings, PRODUCTION)
-        if prod is not None and str(prod.version) == str(mv.version):
-            raise InputError(f"version {str(mv.version)} is already @production")
-        call(settings, "alias", client.set_registered_model_alias, settings.model_name, STAGING, str(mv.version))
-        try:
-            _set_lifecycle(settings, str(mv.version), "canary")
-            set_canary_share(settings, settings.canary_share)
-            if current is not None:
-                _set_lifecycle(settings, str(current.version), "archived")
-        except IntelRouterError:
-            _restore_alias(client, settings, STAGING, current)
-            raise
-        return mv
-    history = production_history(settings)
-    staging = alias_version(settings, STAGING)
-    call(settings, "alias", client.set_registered_model_alias, settings.model_name, PRODUCTION, str(mv.version))
-    try:
-        if current is not None and (not history or history[-1] != str(current.version)):
-            history.append(current.version)
-        _set_history(client, settings, [*history, str(mv.version)])
-        _set_lifecycle(settings, str(mv.version), "production")
-        if current is not None:
-            _set_lifecycle(settings, str(current.version), "archived")
-        if staging is not None and str(staging.version) == str(mv.version):
-            call(settings, "alias", client.delete_registered_model_alias, settings.model_name, STAGING)
-    except IntelRouterError:
-        _restore_alias(client, settings, PRODUCTION, current)
-        raise
-    return mv
-
-
-def _restore_alias(client: MlflowClient, settings: Settings, alias: str, previous: ModelVersion | None) -> None:
-    try:
-        if previous is None:
-            client.delete_registered_model_alias(settings.model_name, alias)
-        else:
-            client.set_registered_model_alias(settings.model_name, alias, str(previous.version))
-    except Exception:  # best effort: the error that brought us here is the one to report
-        pass
-
-
-def rollback(settings: Settings) -> ModelVersion:
-    """Move @production back to the previous production version in one step; returns that version."""
-    client = get_client(settings)
-    current = alias_version(settings, PRODUCTION)
-    if current is None:
-        raise NoActiveModelError()
-    history = production_history(settings)
-    while history and history[-1] == str(current.version):
-        history.pop()
-    previous = None
-    while history:
-        try:
-            previous = get_version(settings, history[-1])
-            break
-        except NotFoundError:  # a deleted version cannot be restored; look further back
-            history.pop()
-    if previous is None:
-        raise RegistryError(f"no earlier production version to roll back to (@production is v{str(current.version)})")
-    call(settings, "alias", client.set_registered_model_alias, settings.model_name, PRODUCTION, str(previous.version))
-    try:
-        _set_history(client, settings, history)
-        _set_lifecycle(settings, str(previous.version), "production")
-        _set_lifecycle(settings, str(current.version), "rejected", rejected_reason="rolled back from production")
-    except IntelRouterError:
-        _restore_alias(client, settings, PRODUCTION, current)
-        raise
-    return previous
-
-
-def clear_staging(settings: Settings, reason: str) -> ModelVersion | None:
-    """End a canary: remove @staging, mark its version rejected with the reason; None when no canary runs."""
-    staging = alias_version(settings, STAGING)
-    if staging is None:
-        return None
-    client = get_client(settings)
-    call(settings, "alias", client.delete_registered_model_alias, settings.model_name, STAGING)
-    _set_lifecycle(settings, str(staging.version), "rejected", rejected_reason=reason)
-    set_canary_share(settings, settings.canary_share)
-    return staging
-
-
-def register(settings: Settings, model_uri: str, tags: dict[str, str], passed: bool, reasons: list[str],
-             hold: list[str] | None = None) -> tuple[str, str]:
-    """Register a logged model as a new version with its tags, then move it by the gate: (version, lifecycle)."""
-    import mlflow
-
-    mv = call(settings, "register model", mlflow.register_model, model_uri, settings.model_name, tags=tags)
-    return str(mv.version), apply_gate(settings, str(mv.version), passed, reasons, hold)
-
-
-def apply_gate(settings: Settings, version: str | int, passed: bool, reasons: list[str],
-               hold: list[str] | None = None) -> str:
-    """Move a freshly registered version by the gate's decision; returns its new lifecycle.
-
-    `hold`: reasons that keep a version that passed in testing instead of starting its canary (the shadow
-    replay's limits); it then stays off every alias, its reasons in the `hold_reasons` tag.
-    """
-    text = "; ".join(reasons)
-    tag_version(settings, version, {"gate": "passed" if passed else "failed", "gate_reasons": text})
-    if not passed:
-        _set_lifecycle(settings, str(version), "rejected", rejected_reason=f"gate failed: {text}")
-        return "rejected"
-    if alias_version(settings, PRODUCTION) is None:
-        promote(settings, version, PRODUCTION)
-        return "production"
-    if hold:
-        _set_lifecycle(settings, str(version), "testing", hold_reasons="; ".join(hold))
-        return "testing"
-    promote(settings, version, STAGING)
-    return "canary"
+    call(settings, "model version", client.update_model_version, settings.model_name, str(version),
+         description=description)
 
 
 def parse_semver(value: str | None) -> tuple[int, int, int] | None:

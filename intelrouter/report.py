@@ -20,9 +20,9 @@ from intelrouter.config import Settings
 from intelrouter.errors import first_line
 from intelrouter.jsonfiles import write_report
 from intelrouter.names import HUMAN_SOURCES, PRODUCTION
+from intelrouter.outcomes import fallback_routes, rate, reported
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,7 @@ class Report:
         return asdict(self)
 
 
-def _rate(part: float, whole: float) -> float | None:
-    return round(part / whole, 4) if whole else None
+_rate = rate  # part / whole to 4 places, None without a whole
 
 
 def _per_day(conn: Connection, since: datetime, until: datetime) -> list[dict[str, Any]]:
@@ -210,8 +209,10 @@ def collect(settings: Settings, days: int | None = None, now: datetime | None = 
         by_version_day = watch.estimates(conn, since, until)
         backlog = store.count(conn, "SELECT COUNT(*) FROM queries WHERE review_status = :s", s=store.NEEDS_REVIEW)
         waiting = store.samples_waiting(conn)
+        outcomes = caller_outcomes(conn, since, until, settings)
     production = _production(versions)
     watch.add_estimates(by_version_day, per_day, versions)
+    add_caller_fallback(per_day, versions, production, outcomes)
     return Report(
         generated_at=now.isoformat(timespec="seconds"),
         since=since.isoformat(timespec="seconds"),
@@ -268,9 +269,13 @@ def notify(settings: Settings, report: Report) -> bool | None:
 
 
 def write(settings: Settings, report: Report) -> Path:
-    """Write the report JSON under logs/ (one file per day, the latest run wins)."""
+    """Write the report JSON under logs/ (one file per day, the latest run wins), then refresh the registry's mirror
+    (model_versions' production accuracy and fallback rate follow the traffic: the daily report is their refresh)."""
     path = write_report(settings, f"monitoring-{report.generated_at[:10]}.json", report.as_dict())
     report.path = str(path)
+    from intelrouter import registry_mirror  # imports the registry client: only a written report needs it
+
+    registry_mirror.refresh(settings)
     return path
 
 
@@ -325,5 +330,46 @@ def to_markdown(report: Report) -> str:
         f"{_fmt(v['uncertain_rate'])} | {v['labelled']} | {_fmt(v['online_accuracy'])} |"
         for v in report.versions
     ]
+    lines += caller_markdown(report)
     lines += watch.markdown(report.estimates, report.drift)
     return "\n".join(lines) + "\n"
+
+
+def caller_outcomes(conn: Connection, since: datetime, until: datetime, settings: Settings) -> dict[str, dict]:
+    """Queries with a caller-reported outcome and how many ended at a fallback, per day and per (version, variant)."""
+    routes = fallback_routes(settings)
+    return {"day": reported(conn, since, until, routes, "day"),
+            "version": reported(conn, since, until, routes, "model_version", "variant")}
+
+
+def add_caller_fallback(days: list[dict[str, Any]], versions: list[dict[str, Any]], production: dict[str, Any],
+                        outcomes: dict[str, dict]) -> None:
+    """Put the caller-reported fallback rate beside the UNCERTAIN rate: per day, per version, for production.
+
+    `caller_fallback_rate` is None where no caller reported an outcome (the dashboard then says "not measured").
+    """
+    for d in days:
+        n, fallback = outcomes["day"].get((d["day"],), (0, 0))
+        d["outcomes_reported"], d["caller_fallback_rate"] = n, rate(fallback, n)
+    for v in versions:
+        key = (None if v["model_version"] is None else str(v["model_version"]), v["variant"])
+        n, fallback = outcomes["version"].get(key, (0, 0))
+        v["outcomes_reported"], v["caller_fallback"], v["caller_fallback_rate"] = n, fallback, rate(fallback, n)
+    prod = [v for v in versions if v["variant"] == PRODUCTION]
+    n, fallback = sum(v["outcomes_reported"] for v in prod), sum(v["caller_fallback"] for v in prod)
+    production["outcomes_reported"], production["caller_fallback_rate"] = n, rate(fallback, n)
+
+
+def caller_markdown(report: Report) -> list[str]:
+    """The markdown section on the callers' reported outcomes (POST /outcome)."""
+    lines = ["", "## Caller-reported outcomes", ""]
+    if not any(d.get("outcomes_reported") for d in report.days):
+        return [*lines, "No caller reported what it did with an answer in this window (`POST /outcome`)."]
+    lines += ["| day | outcomes reported | caller fallback rate | uncertain rate |", "|---|---:|---:|---:|"]
+    lines += [f"| {d['day']} | {d['outcomes_reported']} | {_fmt(d['caller_fallback_rate'])} | "
+              f"{_fmt(d['uncertain_rate'])} |" for d in report.days]
+    lines += ["", "| version | variant | outcomes reported | caller fallback rate | uncertain rate |",
+              "|---|---|---:|---:|---:|"]
+    lines += [f"| {_fmt(v['model_version'])} | {_fmt(v['variant'])} | {v['outcomes_reported']} | "
+              f"{_fmt(v['caller_fallback_rate'])} | {_fmt(v['uncertain_rate'])} |" for v in report.versions]
+    return lines

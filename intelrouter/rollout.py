@@ -6,7 +6,7 @@ The training job calls `shadow` between the gate and registration. It reads the 
 `model_version` its version: `predicted_label` and `confidence` are what it answered); only the other rows —
 the canary's, older versions', imported captures' — are scored with @production, loaded only when there are
 any. `intelrouter.shadow` compares the two and its `limits` decide: a candidate held by them stays in
-testing (`registry.apply_gate(hold=...)`) with the reasons in a version tag, and never reaches @staging.
+testing (`lifecycle.apply_gate(hold=...)`) with the reasons in a version tag, and never reaches @staging.
 """
 
 from __future__ import annotations

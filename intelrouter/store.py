@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
+from intelrouter import clock
 from intelrouter.config import Settings
 from intelrouter.errors import InputError, StoreError, first_line
 from intelrouter.keys import digest
@@ -111,11 +112,17 @@ review_tasks = Table(
     Index("ux_review_tasks_query_project", "query_id", "project_id", unique=True),
 )
 
-# Views for people; created by the migration, plain SQL that both databases accept.
+# model_versions and model_metadata, the registry's mirror for SQL users, are declared on this metadata in
+# registry_mirror.py, the one module that writes them (migration 0004).
+
+# Views for people, plain SQL both databases accept. Each migration carries a frozen copy of the views it creates
+# (0001, 0004): a change here needs a migration that drops and re-creates the view (tests/test_seed_sql.py checks
+# the migrated views match this dict). conversation_logs, training_samples and the `review_status` / `date`
+# columns let the seeds' SQL run as written (README "SQL for the seeds' users").
 VIEWS = {
     "training_queue": f"""
         SELECT id, created_at, text, language, predicted_label, confidence, provider,
-               review_priority, model_version
+               review_priority, model_version, review_status
         FROM queries WHERE review_status = '{NEEDS_REVIEW}'
     """,
     "daily_training_stats": f"""
@@ -125,7 +132,8 @@ VIEWS = {
                SUM(CASE WHEN review_status = '{NEEDS_REVIEW}' THEN 1 ELSE 0 END) AS needs_review,
                SUM(CASE WHEN review_status = '{APPROVED}' THEN 1 ELSE 0 END) AS approved,
                SUM(CASE WHEN review_status = '{REJECTED}' THEN 1 ELSE 0 END) AS rejected,
-               AVG(CASE WHEN uncertain THEN 1.0 ELSE 0.0 END) AS uncertain_rate
+               AVG(CASE WHEN uncertain THEN 1.0 ELSE 0.0 END) AS uncertain_rate,
+               DATE(created_at) AS date
         FROM queries GROUP BY DATE(created_at)
     """,
     "model_online_accuracy": """
@@ -137,12 +145,24 @@ VIEWS = {
         WHERE m.source IN ('feedback', 'override', 'label-studio')
         GROUP BY q.model_version, q.variant
     """,
+    "conversation_logs": """
+        SELECT id, created_at, text AS user_message, user_hash, session_hash, language,
+               predicted_label AS nlu_intent, confidence AS nlu_confidence, provider AS nlu_provider,
+               top_label, uncertain, model_version, variant, latency_ms, review_status, review_priority,
+               triaged_at, route_taken, final_label, final_confidence, final_provider
+        FROM queries
+    """,
+    "training_samples": """
+        SELECT id, query_id, text, label, label AS intent, language, source, confidence, reviewer, split,
+               created_at, updated_at, 'approved' AS review_status, trained_version AS model_version_target
+        FROM ml_data
+    """,
 }
 
 
 def utcnow() -> datetime:
-    """Now in UTC, naive: every timestamp in the store is naive UTC."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Now in UTC, naive: every timestamp in the store is naive UTC (the simulated time during a simulation)."""
+    return clock.now()
 
 
 def to_utc_naive(value: datetime) -> datetime:

@@ -27,14 +27,11 @@ from intelrouter.drift import from_reference
 from intelrouter.errors import IntelRouterError
 from intelrouter.estimate import calibration_gap
 from intelrouter.names import HUMAN_SOURCES, PRODUCTION, STAGING
+from intelrouter.outcomes import rate  # part / whole to 4 places: a mean is a sum over a count
 
 log = logging.getLogger(__name__)
 
 ROUTER_VARIANTS = (PRODUCTION, STAGING)  # queries the router answered itself
-
-
-def _mean(total: float, n: int) -> float | None:
-    return round(total / n, 4) if n else None
 
 
 def estimates(conn: Connection, since: datetime, until: datetime) -> list[dict[str, Any]]:
@@ -56,11 +53,11 @@ def estimates(conn: Connection, since: datetime, until: datetime) -> list[dict[s
         n_lab = int(lab.n) if lab else 0
         rows.append({
             "day": str(r.day), "model_version": r.model_version, "variant": r.variant, "answered": int(r.n),
-            "confidence_sum": float(r.conf or 0.0), "estimated_accuracy": _mean(float(r.conf or 0.0), int(r.n)),
+            "confidence_sum": float(r.conf or 0.0), "estimated_accuracy": rate(float(r.conf or 0.0), int(r.n)),
             "labelled": n_lab, "correct": int(lab.correct) if lab else 0,
             "labelled_confidence_sum": float(lab.conf or 0.0) if lab else 0.0,
-            "online_accuracy": _mean(int(lab.correct), n_lab) if lab else None,
-            "labelled_confidence": _mean(float(lab.conf or 0.0), n_lab) if lab else None,
+            "online_accuracy": rate(int(lab.correct), n_lab) if lab else None,
+            "labelled_confidence": rate(float(lab.conf or 0.0), n_lab) if lab else None,
         })
     return rows
 
@@ -80,8 +77,8 @@ def add_estimates(by_version_day: list[dict[str, Any]], days: list[dict[str, Any
     for row, key in [*((d, ("day", d["day"])) for d in days),
                      *((v, ("version", v["model_version"], v["variant"])) for v in versions)]:
         n, conf, n_lab, lab_conf = totals.get(key, (0, 0.0, 0, 0.0))
-        row["estimated_accuracy"] = _mean(conf, int(n))
-        row["labelled_confidence"] = _mean(lab_conf, int(n_lab))
+        row["estimated_accuracy"] = rate(conf, int(n))
+        row["labelled_confidence"] = rate(lab_conf, int(n_lab))
 
 
 def calibration_alerts(by_version_day: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The router service: FastAPI endpoints over the library (route, feedback, override, health, metrics)."""
+"""The router service: FastAPI endpoints over the library (route, feedback, override, outcome, health, metrics)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from intelrouter import groundtruth, store
-from intelrouter.capture import query_row
+from intelrouter.capture import query_row, record_outcomes
 from intelrouter.config import Settings, load_settings
 from intelrouter.errors import (
     InputError,
@@ -36,23 +36,28 @@ from serving.batcher import MicroBatcher
 from serving.dashboard import dashboard_router
 from serving.metrics import RouterMetrics
 from serving.schemas import (
+    OUTCOME_MAX_BODY,
     BodyError,
     ErrorResponse,
     LabelRequest,
     LabelResponse,
+    OutcomeResponse,
     RouteRequest,
     RouteResponse,
     body_schema,
     check_content_type,
+    outcome_body_schema,
     parse_body,
+    parse_outcomes,
     read_body,
+    read_raw,
     too_large,
 )
 from serving.state import ModelHolder
 
 log = logging.getLogger("intelrouter.serving")
 
-ROUTE_PATHS = ("/route", "/api/query")
+ROUTE_PATHS = ("/route", "/api/query", "/nlu/classify")  # /nlu/classify: seed 004's NLU clients
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 404, 413, 415, 422, 503)}
 Answer = tuple[int, bytes, dict[str, str] | None]
 
@@ -146,7 +151,8 @@ class Runtime:
             if snap.production is None:
                 raise NoActiveModelError()
             query_id = self.new_id()
-            variant = choose_variant(snap.share, body.user_id, body.session_id, query_id, snap.staging is not None)
+            user = body.user_id or body.phone_number
+            variant = choose_variant(snap.share, user, body.session_id, query_id, snap.staging is not None)
             slot = snap.staging if variant == STAGING and snap.staging else snap.production
             pred = await self.batcher.predict(slot.router, text)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer
@@ -156,7 +162,7 @@ class Runtime:
         seconds = time.perf_counter() - started
         salt = settings.hash_salt
         self.writer.submit(query_row(
-            query_id, store.utcnow(), text, store.hash_identifier(body.user_id, salt),
+            query_id, store.utcnow(), text, store.hash_identifier(user, salt),
             store.hash_identifier(body.session_id, salt), body.language, label, top, confidence, uncertain,
             settings.router_provider, slot.version, variant, round(seconds * 1000, 3),
         ))
@@ -289,6 +295,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for path, endpoint in (("/feedback", feedback), ("/override", override)):
         app.add_api_route(path, endpoint, methods=["POST"], response_model=LabelResponse, responses=ERRORS,
                           openapi_extra=body_schema(LabelRequest))
+
+    @app.post("/outcome", response_model=OutcomeResponse, responses=ERRORS, openapi_extra=outcome_body_schema())
+    async def outcome(request: Request) -> Response:
+        """What the caller finally did with answers: `{query_id, route_taken, label?, confidence?, provider?}`,
+        or `{"outcomes": [...]}` (up to 1000); stored with each query, all or nothing."""
+        rt.check_key(request.headers.get("authorization"))
+        outcomes = parse_outcomes(await read_raw(request, OUTCOME_MAX_BODY))
+        for pending in {o.query_id for o in outcomes if rt.writer.is_pending(o.query_id)}:
+            if not await asyncio.to_thread(rt.writer.wait_written, pending, 5.0):
+                raise StoreError(f"query {pending} is not stored yet (database unavailable): retry later")
+        return json_response({"updated": await asyncio.to_thread(record_outcomes, settings, outcomes)})
 
     @app.get("/health", responses={503: {"description": "No production model loaded."}})
     async def health() -> Response:

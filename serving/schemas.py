@@ -6,11 +6,16 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from intelrouter.capture import Outcome
 from intelrouter.errors import InputError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+MAX_OUTCOMES = 1000  # outcomes in one POST /outcome
+OUTCOME_MAX_BODY = 1 << 20
 
 
 class RouteRequest(BaseModel):
@@ -20,6 +25,10 @@ class RouteRequest(BaseModel):
 
     text: str = Field(description="The user's query.")
     user_id: str | None = Field(None, max_length=256, description="Caller's user id (stored hashed).")
+    phone_number: str | None = Field(
+        None, max_length=256, validation_alias=AliasChoices("phone_number", "phoneNumber"),
+        description="The user's phone number, also as `phoneNumber` (seed 004's NLU clients): the user id when "
+                    "user_id is absent (stored hashed).")
     session_id: str | None = Field(None, max_length=256, description="Conversation id (stored hashed).")
     language: str | None = Field(None, max_length=16, description="Language code, e.g. `en`.")
 
@@ -55,6 +64,20 @@ class LabelResponse(BaseModel):
     written: bool = Field(description="False when the same label was already stored.")
 
 
+class OutcomeBatch(BaseModel):
+    """Several outcomes in one request (the body of POST /outcome may also be one outcome alone)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcomes: list[Outcome] = Field(min_length=1, max_length=MAX_OUTCOMES)
+
+
+class OutcomeResponse(BaseModel):
+    """How many queries now carry the caller's outcome."""
+
+    updated: int
+
+
 class ErrorResponse(BaseModel):
     """Every error answer: one line saying what is wrong."""
 
@@ -64,6 +87,14 @@ class ErrorResponse(BaseModel):
 def body_schema(model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI `requestBody` for an endpoint that reads its JSON body itself."""
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+def outcome_body_schema() -> dict[str, Any]:
+    """OpenAPI `requestBody` of POST /outcome: one outcome, or `{"outcomes": [...]}`."""
+    one = Outcome.model_json_schema()
+    many = {"type": "object", "required": ["outcomes"], "additionalProperties": False, "properties": {
+        "outcomes": {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_OUTCOMES}}}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"anyOf": [one, many]}}}}}
 
 
 class BodyError(InputError):
@@ -87,12 +118,28 @@ def too_large(max_bytes: int) -> BodyError:
 
 def parse_body(raw: bytes, model: type[M]) -> M:
     """Parse and validate a JSON body; every problem is a BodyError with a 4xx status and one line."""
+    return _validate(_json_object(raw), model)
+
+
+def parse_outcomes(raw: bytes) -> list[Outcome]:
+    """The outcomes of a POST /outcome body: one outcome object, or `{"outcomes": [...]}`."""
+    data = _json_object(raw)
+    if "outcomes" in data:
+        return _validate(data, OutcomeBatch).outcomes
+    return [_validate(data, Outcome)]
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BodyError(400, f"invalid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BodyError(422, "expected a JSON object")
+    return data
+
+
+def _validate(data: dict[str, Any], model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -103,6 +150,11 @@ def parse_body(raw: bytes, model: type[M]) -> M:
 
 async def read_body(request: Request, model: type[M], max_bytes: int) -> M:
     """Read, parse and validate the JSON body of a FastAPI request."""
+    return parse_body(await read_raw(request, max_bytes), model)
+
+
+async def read_raw(request: Request, max_bytes: int) -> bytes:
+    """The raw JSON body of a FastAPI request, its content type and size checked."""
     check_content_type(request.headers.get("content-type"))
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes:
@@ -110,4 +162,4 @@ async def read_body(request: Request, model: type[M], max_bytes: int) -> M:
     raw = await request.body()
     if len(raw) > max_bytes:
         raise too_large(max_bytes)
-    return parse_body(raw, model)
+    return raw

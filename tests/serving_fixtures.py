@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from conftest import DATASETS
 from fastapi.testclient import TestClient
 
-from intelrouter import registry, store
+from intelrouter import lifecycle, registry, store
 from intelrouter.config import Settings, load_settings
 from serving.app import create_app
 
@@ -84,7 +84,7 @@ def use_registry(template: Path, tmp_path: Path, production: str | None = "1", s
                 client.delete_registered_model_alias(s.model_name, alias)
         else:
             client.set_registered_model_alias(s.model_name, alias, version)
-    registry.set_canary_share(s, share if share is not None else 0.0)
+    lifecycle.set_canary_share(s, share if share is not None else 0.0)
 
 
 @pytest.fixture

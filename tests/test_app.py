@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from serving_fixtures import INTENTS, POLL, query_rows, route, use_registry
 
-from intelrouter import registry, store
+from intelrouter import lifecycle, store
 from intelrouter.config import Settings, load_settings
 from intelrouter.loading import load_router
 from intelrouter.names import UNCERTAIN
@@ -71,7 +72,7 @@ def test_no_production_model_is_503_and_not_ready(settings: Settings, registry_t
         assert res.json()["detail"] == "No active model found: run `intelrouter train`"
         h = c.get("/health")
         assert h.status_code == 503 and h.json()["ready"] is False
-        registry.promote(load_settings(), "1", "production")  # a model arrives: served without a restart
+        lifecycle.promote(load_settings(), "1", "production")  # a model arrives: served without a restart
         assert wait_for(lambda: c.get("/health").status_code == 200, timeout=60)
         assert route(c)["model_version"] == "1"
 
@@ -160,13 +161,15 @@ JSON_VALUES = st.recursive(
 )
 BODIES = st.fixed_dictionaries(
     {}, optional={"text": JSON_VALUES | st.text(max_size=300), "user_id": JSON_VALUES, "session_id": JSON_VALUES,
-                  "language": JSON_VALUES, "query_id": JSON_VALUES | st.uuids().map(str), "label": JSON_VALUES},
+                  "language": JSON_VALUES, "query_id": JSON_VALUES | st.uuids().map(str), "label": JSON_VALUES,
+                  "phoneNumber": JSON_VALUES, "route_taken": JSON_VALUES, "outcomes": JSON_VALUES},
 ) | JSON_VALUES
 
 
 def test_fuzzed_requests_never_get_a_5xx(client: TestClient) -> None:
     @hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(path=st.sampled_from(["/route", "/api/query", "/feedback", "/override"]), body=BODIES,
+    @given(path=st.sampled_from(["/route", "/api/query", "/nlu/classify", "/feedback", "/override", "/outcome"]),
+           body=BODIES,
            raw=st.none() | st.binary(max_size=200), ctype=st.sampled_from(["application/json", "text/plain", ""]))
     def check(path: str, body: Any, raw: bytes | None, ctype: str) -> None:
         if raw is None:
@@ -192,3 +195,84 @@ def test_mounted_under_a_prefix_the_documented_route_answers(client: TestClient)
     assert outer.post("/v1/route", content=b"{", headers={"content-type": "application/json"}).status_code == 400
     body = client.app.openapi()["paths"]["/route"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["required"] == ["text"]
+
+
+def test_nlu_classify_answers_like_route_for_seed_004s_clients(client: TestClient, serve_settings: Settings) -> None:
+    for text in ("what is my bank balance", "set an alarm for 7 am", "blorp zzzt"):
+        want = route(client, text)
+        res = client.post("/nlu/classify", json={"text": text, "phoneNumber": "test123"})  # seed 004's request
+        assert res.status_code == 200, res.text
+        got = res.json()
+        assert set(got) == set(want) and got["query_id"] != want["query_id"]
+        assert {k: got[k] for k in got if k != "query_id"} == {k: want[k] for k in want if k != "query_id"}
+    assert client.post("/nlu/classify", json={"phoneNumber": "test123"}).status_code == 422
+    assert client.app.state.runtime.writer.flush(timeout=20)
+    phone = store.hash_identifier("test123", serve_settings.hash_salt)
+    assert sum(r.user_hash == phone for r in query_rows(serve_settings).values()) == 3
+    assert "/nlu/classify" in client.app.openapi()["paths"]
+
+
+def test_phone_number_keeps_a_user_on_one_variant_and_is_stored_hashed(settings: Settings, registry_template: Path,
+                                                                       tmp_path: Path) -> None:
+    use_registry(registry_template, tmp_path, production="1", staging="2", share=0.5)
+    with TestClient(create_app(load_settings(registry_poll_seconds=POLL))) as c:
+        by_phone = {}
+        for i in range(12):
+            phone = f"+91 98765 {i:05d}"
+            variants = {route(c, "what is my balance", **{key: phone})["variant"]
+                        for key in ("phoneNumber", "phone_number", "user_id")}
+            assert len(variants) == 1, phone  # the phone number is the user id: one sticky variant
+            by_phone[phone] = variants.pop()
+        assert set(by_phone.values()) == {"production", "staging"}
+        assert c.app.state.runtime.writer.flush(timeout=20)
+    hashes = {r.user_hash for r in query_rows(load_settings()).values()}
+    assert hashes == {store.hash_identifier(p, load_settings().hash_salt) for p in by_phone}
+    assert not any("98765" in h for h in hashes)
+
+
+def test_outcome_is_stored_with_the_query_and_measured_by_the_report(client: TestClient,
+                                                                      serve_settings: Settings) -> None:
+    from intelrouter import report as monitoring
+
+    client.app.state.runtime.writer.flush_interval = 3600  # the query rows are still in the buffer
+    ids = [route(client, f"what is my balance {i}")["query_id"] for i in range(4)]
+    res = client.post("/outcome", json={"query_id": ids[0], "route_taken": "LLM", "final_label": "balance",
+                                        "final_confidence": 0.97, "final_provider": "teacher"})
+    assert res.status_code == 200 and res.json() == {"updated": 1}, res.text
+    res = client.post("/outcome", json={"outcomes": [{"query_id": ids[1], "route_taken": "opensearch"},
+                                                     {"query_id": ids[2], "route_taken": "php"}]})
+    assert res.status_code == 200 and res.json() == {"updated": 2}, res.text
+    rows = query_rows(serve_settings)
+    assert (rows[ids[0]].route_taken, rows[ids[0]].final_label, rows[ids[0]].final_confidence,
+            rows[ids[0]].final_provider) == ("llm", "balance", 0.97, "teacher")
+    assert [rows[i].route_taken for i in ids[1:]] == ["opensearch", "php", None]
+    day = monitoring.collect(serve_settings).days[-1]
+    assert (day["outcomes_reported"], day["caller_fallback_rate"]) == (3, round(1 / 3, 4))
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    ({"query_id": "00000000-0000-0000-0000-000000000000", "route_taken": "llm"}, 404, "unknown query id"),
+    ({"outcomes": [{"query_id": "KNOWN", "route_taken": "llm"},
+                   {"query_id": "00000000-0000-0000-0000-000000000000", "route_taken": "llm"}]}, 404,
+     "nothing was recorded"),
+    ({"query_id": "KNOWN"}, 422, "route_taken: Field required"),
+    ({"query_id": "KNOWN", "route_taken": "llm", "lable": "x"}, 422, "lable: Extra inputs"),
+    ({"query_id": "KNOWN", "route_taken": "llm", "confidence": 3}, 422, "confidence"),
+    ({"outcomes": []}, 422, "outcomes"),
+    ({"outcomes": [{"query_id": "KNOWN", "route_taken": "llm"}] * 1001}, 422, "outcomes"),
+])
+def test_a_bad_or_unknown_outcome_is_a_4xx_and_records_nothing(client: TestClient, serve_settings: Settings,
+                                                               body: dict, status: int, message: str) -> None:
+    known = route(client)["query_id"]
+    res = client.post("/outcome", content=json.dumps(body).replace("KNOWN", known),
+                      headers={"content-type": "application/json"})
+    assert res.status_code == status and message in res.json()["detail"], res.text
+    assert client.app.state.runtime.writer.flush(timeout=20)
+    assert query_rows(serve_settings)[known].route_taken is None
+
+
+def test_outcome_needs_the_api_key_like_feedback(serve_settings: Settings) -> None:
+    with TestClient(create_app(load_settings(api_key="s3cret"))) as c:
+        body = {"query_id": route(c)["query_id"], "route_taken": "human"}
+        assert c.post("/outcome", json=body).status_code == 401
+        assert c.post("/outcome", json=body, headers={"Authorization": "Bearer s3cret"}).json() == {"updated": 1}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from intelrouter import canary, registry, store
+from intelrouter import canary, lifecycle, registry, store
 from intelrouter.canary import CanaryState, Estimate, VariantStats, decide
 from intelrouter.capture import log_queries
 from intelrouter.config import Settings, load_settings
@@ -142,8 +142,8 @@ def canary_settings(settings: Settings) -> Settings:
 def test_check_steps_up_then_promotes_and_rollback_undoes_it(canary_settings: Settings) -> None:
     s = canary_settings
     v1, v2 = _register(s, 2)
-    registry.promote(s, v1, "production")
-    registry.promote(s, v2, "staging")
+    lifecycle.promote(s, v1, "production")
+    lifecycle.promote(s, v2, "staging")
     assert registry.canary_share(s) == 0.1
 
     assert canary.check(s).decision["action"] == "wait"  # no traffic yet: the window has not started
@@ -169,15 +169,15 @@ def test_check_steps_up_then_promotes_and_rollback_undoes_it(canary_settings: Se
     assert registry.get_version(s, v1).tags["lifecycle"] == "archived"
     assert canary.check(s).decision["action"] == "none"
 
-    registry.rollback(s)  # `intelrouter rollback` undoes the promotion in one step
+    lifecycle.rollback(s)  # `intelrouter rollback` undoes the promotion in one step
     assert registry.alias_version(s, "production").version == v1
 
 
 def test_check_rolls_back_a_worse_canary(canary_settings: Settings) -> None:
     s = canary_settings
     v1, v2 = _register(s, 2)
-    registry.promote(s, v1, "production")
-    registry.promote(s, v2, "staging")
+    lifecycle.promote(s, v1, "production")
+    lifecycle.promote(s, v2, "staging")
     _traffic(s, v2, "staging", 30, 30, "s", hours_ago=3)
     _traffic(s, v1, "production", 57, 3, "p", hours_ago=2)
     result = canary.check(s)
@@ -191,8 +191,8 @@ def test_check_rolls_back_a_worse_canary(canary_settings: Settings) -> None:
 def test_dry_run_changes_nothing(canary_settings: Settings) -> None:
     s = canary_settings
     v1, v2 = _register(s, 2)
-    registry.promote(s, v1, "production")
-    registry.promote(s, v2, "staging")
+    lifecycle.promote(s, v1, "production")
+    lifecycle.promote(s, v2, "staging")
     _traffic(s, v2, "staging", 15, 0, "s", hours_ago=2)
     _traffic(s, v1, "production", 15, 0, "p", hours_ago=1.5)
     result = canary.check(s, dry_run=True)
@@ -203,8 +203,8 @@ def test_dry_run_changes_nothing(canary_settings: Settings) -> None:
 def test_cli_canary_check_prints_the_decision(canary_settings: Settings) -> None:
     s = canary_settings
     v1, v2 = _register(s, 2)
-    registry.promote(s, v1, "production")
-    registry.promote(s, v2, "staging")
+    lifecycle.promote(s, v1, "production")
+    lifecycle.promote(s, v2, "staging")
     env = {**os.environ, "INTELROUTER_CANARY_WINDOW_HOURS": "48"}
     result = subprocess.run([sys.executable, "-m", "cli", "canary", "check"], capture_output=True,
                             text=True, env=env, timeout=120)
@@ -220,14 +220,14 @@ def test_cli_canary_check_prints_the_decision(canary_settings: Settings) -> None
 def test_a_canary_moved_by_hand_during_the_check_is_left_alone(canary_settings: Settings) -> None:
     s = canary_settings
     v1, v2, v3 = _register(s, 3)
-    registry.promote(s, v1, "production")
-    registry.promote(s, v2, "staging")
+    lifecycle.promote(s, v1, "production")
+    lifecycle.promote(s, v2, "staging")
     _traffic(s, v2, "staging", 15, 0, "s", hours_ago=2)
     _traffic(s, v1, "production", 15, 0, "p", hours_ago=1.5)
     state = canary.read_state(s)
     decision = canary.decide_for(s, state)
     assert decision.action == "raise"
-    registry.promote(s, v3, "staging")  # an operator replaces the canary meanwhile
+    lifecycle.promote(s, v3, "staging")  # an operator replaces the canary meanwhile
     assert canary.apply(s, state, decision) is False
     assert registry.alias_version(s, "staging").version == v3 and registry.canary_share(s) == 0.1
 
@@ -235,10 +235,10 @@ def test_a_canary_moved_by_hand_during_the_check_is_left_alone(canary_settings: 
 def test_check_stops_a_canary_early_on_estimated_accuracy_and_logs_its_shadow_replay(settings: Settings) -> None:
     s = settings  # the production window (48 h) and label minimum (30): neither is reached here
     v1, v2 = _register(s, 2)
-    registry.promote(s, v1, "production")
+    lifecycle.promote(s, v1, "production")
     registry.tag_version(s, v2, {"shadow": "passed", "shadow_agreement": "0.9500", "shadow_rows": "1200",
                                  "semver": "1.1.0"})
-    registry.promote(s, v2, "staging")
+    lifecycle.promote(s, v2, "staging")
     _traffic(s, v1, "production", 0, 0, "before", hours_ago=5, confidence=0.1, unlabelled=50)  # before the canary
     _traffic(s, v2, "staging", 2, 0, "s", hours_ago=2, confidence=0.55, unlabelled=400)
     _traffic(s, v1, "production", 3, 0, "p", hours_ago=1.5, confidence=0.93, unlabelled=3000)

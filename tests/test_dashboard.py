@@ -14,9 +14,9 @@ from dashboard_support import DAYS, PRODUCTION, STAGING, build_loop
 from fastapi.testclient import TestClient
 
 from devservers.ports import free_port
-from intelrouter import canary, dashboard, registry, store
+from intelrouter import canary, dashboard, lifecycle, registry, store
 from intelrouter.canary import CanaryState, Decision, VariantStats
-from intelrouter.capture import log_queries
+from intelrouter.capture import log_queries, record_outcomes
 from intelrouter.config import Settings, load_settings
 from intelrouter.groundtruth import record_feedback
 from intelrouter.jsonfiles import write_report
@@ -157,7 +157,7 @@ def test_hostile_text_is_escaped_everywhere(settings: Settings) -> None:
     version = client.create_model_version(settings.model_name, source=str(settings.data_dir / "model")).version
     registry.tag_version(settings, version, {"semver": HOSTILE, "test_accuracy": "0.9", "gate": "failed",
                                           "gate_reasons": f"label {HOSTILE} got worse", "lifecycle": HOSTILE})
-    registry.promote(settings, version, "production")
+    lifecycle.promote(settings, version, "production")
     write_report(settings, "training-router-v9.9.9.json", {"version": "77", "semver": HOSTILE, "gate": {
         "passed": False, "reasons": [HOSTILE]}, "created_at": store.utcnow().isoformat()})
     state = CanaryState(VariantStats("1", 20, 18), VariantStats(HOSTILE, 20, 10), 0.1, 50.0)
@@ -179,12 +179,13 @@ def test_per_version_day_rows(settings: Settings) -> None:
          "created_at": when} for v, variant in (("1", "production"), ("2", "staging")) for i in range(4)])
     for qid, label in (("10", "easy"), ("11", "hard"), ("20", "easy")):
         record_feedback(settings, qid, label)
+    record_outcomes(settings, [{"query_id": "10", "route_taken": "human"}, {"query_id": "11", "route_taken": "php"}])
     data = dashboard.collect(settings, days=2, now=datetime(2026, 3, 10, 12))
     assert data["by_version_day"] == [
         {"day": "2026-03-09", "model_version": "1", "variant": "production", "captured": 4, "uncertain_rate": 0.25,
-         "labelled": 2, "online_accuracy": 0.5},
+         "labelled": 2, "online_accuracy": 0.5, "outcomes_reported": 2, "caller_fallback_rate": 0.5},
         {"day": "2026-03-09", "model_version": "2", "variant": "staging", "captured": 4, "uncertain_rate": 0.25,
-         "labelled": 1, "online_accuracy": 1.0},
+         "labelled": 1, "online_accuracy": 1.0, "outcomes_reported": 0, "caller_fallback_rate": None},
     ]
 
 

@@ -137,7 +137,7 @@ def served(loop: dict[str, Any], tmp_path: Path) -> Iterator[str]:
     env = cli_env(INTELROUTER_DATA_DIR=str(s.data_dir), INTELROUTER_DATABASE_URL=s.db_url,
                   INTELROUTER_MLFLOW_TRACKING_URI=s.tracking_uri, INTELROUTER_API_KEY=KEY)
     with (tmp_path / "serve.log").open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "intelrouter.cli", "serve", "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port),
                                  "--log-level", "warning"], env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
 

@@ -8,10 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
+from conftest import wait_for
+from seed_sql import SEED_SQL
 from sqlalchemy import func, select
 
 from cli.demo import sample_set, split_samples
+from devservers.ports import free_port
 from intelrouter import registry, store
 from intelrouter.config import load_settings
 
@@ -81,6 +85,55 @@ def test_demo_runs_the_loop_twice_in_a_row(tmp_path: Path) -> None:
     for semver in ("1.0.0", "1.1.0", "1.2.0"):
         assert (logs / f"training-router-v{semver}.json").is_file()
     assert list(logs.glob("monitoring-*.json")) and list(logs.glob("daily-report-*.json"))
+
+    # the seeds' SQL runs on the demo's store as written, and the registry's mirror agrees with the registry
+    with store.connect(settings) as conn:
+        for seed, place, sql in SEED_SQL:
+            assert conn.exec_driver_sql(sql).all(), f"seed {seed}, {place}: no rows"
+        mirrored = dict(conn.exec_driver_sql("SELECT version, status FROM model_versions").all())
+        [active] = conn.exec_driver_sql("SELECT version FROM model_metadata WHERE is_active").scalars().all()
+    assert mirrored == {v["version"]: v["lifecycle"] for v in versions}
+    assert active == str(production.version)
+    _serve_and_open_the_dashboard(data_dir, tmp_path, [v["semver"] for v in versions], set(decisions))
+
+
+def _serve_and_open_the_dashboard(data_dir: Path, tmp_path: Path, semvers: list[str], actions: set[str]) -> None:
+    """`intelrouter serve` over the demo's stores: /dashboard shows the versions, the canary's steps and the rates,
+    and seed 004's NLU clients are answered on /nlu/classify."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INTELROUTER_", "PREFECT_", "MLFLOW_TRACKING"))}
+    env["INTELROUTER_DATA_DIR"] = str(data_dir)
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return proc.poll() is not None
+
+    try:
+        assert wait_for(ready, timeout=120) and proc.poll() is None, log.read_text()[-3000:]
+        page = httpx.get(f"{base}/dashboard", timeout=60)
+        assert page.status_code == 200, page.text[-2000:]
+        assert all(f"v{s}" in page.text for s in semvers)  # every version, in the cards and the training history
+        assert "Canary share and decisions" in page.text
+        assert all(f'"name": "{a}"' in page.text for a in actions), actions  # each canary step, as markers
+        assert "caller-reported (all traffic)" in page.text  # the demo's callers report what they did
+        assert "caller-reported fallback rate: not measured yet" not in page.text
+        answer = httpx.post(f"{base}/nlu/classify", json={"text": "pizza delivery", "phoneNumber": "test123"},
+                            timeout=30)
+        assert answer.status_code == 200 and answer.json()["model_version"], answer.text
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def test_demo_refuses_a_data_dir_with_other_ground_truth(tmp_path: Path) -> None:

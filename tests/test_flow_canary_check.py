@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flow_fixtures import artifacts, router_traffic, run
 
-from intelrouter import registry
+from intelrouter import lifecycle, registry
 from intelrouter.config import Settings
 
 
@@ -23,8 +23,8 @@ def test_canary_check_flow_raises_the_share_and_logs_it(flow_settings: Settings)
     (s.data_dir / "model").mkdir(parents=True, exist_ok=True)
     v1, v2 = (str(client.create_model_version(s.model_name, source=str(s.data_dir / "model")).version)
               for _ in range(2))
-    registry.promote(s, v1, "production")
-    registry.promote(s, v2, "staging")
+    lifecycle.promote(s, v1, "production")
+    lifecycle.promote(s, v2, "staging")
     router_traffic(s, 10, version=v2, variant="staging", correct=10, tag="s", hours_ago=2)
     router_traffic(s, 10, version=v1, variant="production", correct=10, tag="p", hours_ago=1)
 

@@ -14,7 +14,7 @@ from conftest import wait_for
 from training_support import REPO, VENV_BIN, cli_env, seed_ml_data, synthetic_rows, write_jsonl
 
 from devservers.ports import free_port
-from intelrouter import registry
+from intelrouter import lifecycle, registry
 from intelrouter.config import load_settings
 from intelrouter.loading import load_router
 
@@ -114,5 +114,5 @@ def test_mlflow_run_against_a_tracking_server_on_postgres(settings, mlflow_serve
     done = _mlflow_run("train", mlflow_server, tmp_path, "min_samples=20")
     assert done.returncode == 0, done.stderr[-3000:]
     assert registry.alias_version(remote, "staging").tags["semver"] == "1.1.0"
-    registry.promote(remote, "2", "production")
-    assert str(registry.rollback(remote).version) == "1"
+    lifecycle.promote(remote, "2", "production")
+    assert str(lifecycle.rollback(remote).version) == "1"

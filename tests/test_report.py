@@ -11,7 +11,7 @@ from pathlib import Path
 
 from devservers.ports import free_port
 from intelrouter import report as monitoring
-from intelrouter.capture import log_queries
+from intelrouter.capture import log_queries, record_outcomes
 from intelrouter.config import Settings, load_settings
 from intelrouter.groundtruth import record_feedback, record_override
 from intelrouter.triage import triage
@@ -60,7 +60,7 @@ def test_numbers_per_day_and_per_version(settings: Settings) -> None:
     assert versions[("1", "production")]["online_accuracy"] == round(4 / 5, 4)
     assert versions[("2", "staging")]["online_accuracy"] == 1.0
     assert rep.production == {"versions": ["1"], "captured": 6, "uncertain_rate": round(1 / 6, 4), "labelled": 5,
-                              "online_accuracy": 0.8}
+                              "online_accuracy": 0.8, "outcomes_reported": 0, "caller_fallback_rate": None}
     assert rep.review_backlog == 9  # every router query (the old one too) waits for review; the teacher's did not
     assert rep.samples_waiting == 9  # 8 feedback labels + 1 auto-approved, none trained on yet
 
@@ -144,6 +144,35 @@ def test_cli_report_prints_tables_and_writes_json(settings: Settings) -> None:
     as_json = subprocess.run([sys.executable, "-m", "cli", "report", "--json"], capture_output=True,
                              text=True, env=dict(os.environ), timeout=120)
     assert json.loads(as_json.stdout)["review_backlog"] == 9
+
+
+def test_caller_reported_fallback_rate_per_day_version_and_production(settings: Settings) -> None:
+    _seed(settings)
+    record_outcomes(settings, [
+        {"query_id": "a1", "route_taken": "llm"}, {"query_id": "a2", "route_taken": "opensearch"},  # 9 March
+        {"query_id": "b1", "route_taken": "HUMAN"}, {"query_id": "c1", "route_taken": "fallback"},  # 10 March
+        {"query_id": "c2", "route_taken": "php"}, {"query_id": "old", "route_taken": "llm"},  # 1 March: outside
+    ])
+    rep = monitoring.collect(settings, days=7, now=NOW)
+    days = {d["day"]: (d["outcomes_reported"], d["caller_fallback_rate"], d["uncertain_rate"]) for d in rep.days}
+    assert days == {"2026-03-09": (2, 0.5, 0.2), "2026-03-10": (3, round(2 / 3, 4), 0.0)}
+    versions = {(v["model_version"], v["variant"]): (v["outcomes_reported"], v["caller_fallback_rate"])
+                for v in rep.versions}
+    assert versions == {("1", "production"): (3, round(2 / 3, 4)), ("2", "staging"): (2, 0.5), (None, None): (0, None)}
+    assert (rep.production["outcomes_reported"], rep.production["caller_fallback_rate"]) == (3, round(2 / 3, 4))
+    markdown = monitoring.to_markdown(rep)
+    assert "## Caller-reported outcomes" in markdown and "| 2026-03-10 | 3 | 66.7% | 0.0% |" in markdown
+    # llm no longer counts as a fallback; the router's own fallback route always does
+    narrow = load_settings(fallback_routes="human", fallback_route="fallback")
+    days = {d["day"]: d["caller_fallback_rate"] for d in monitoring.collect(narrow, days=7, now=NOW).days}
+    assert days == {"2026-03-09": 0.0, "2026-03-10": round(2 / 3, 4)}
+
+
+def test_no_reported_outcome_is_not_a_zero_rate(settings: Settings) -> None:
+    _seed(settings)
+    rep = monitoring.collect(settings, days=7, now=NOW)
+    assert all(d["caller_fallback_rate"] is None and d["outcomes_reported"] == 0 for d in rep.days)
+    assert "No caller reported what it did with an answer" in monitoring.to_markdown(rep)
 
 
 # --- estimated accuracy, calibration and drift (issue 17) ----------------------------------------------------

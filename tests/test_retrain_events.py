@@ -19,7 +19,7 @@ from test_deploy import REPO, PrefectServer, start_serving, stop_serving
 from training_support import seed_ml_data, synthetic_rows
 
 from flows.events import TRIGGER_NAME, retrain_trigger
-from intelrouter import registry, retrain, store
+from intelrouter import lifecycle, registry, retrain, store
 from intelrouter.capture import log_queries
 from intelrouter.config import Settings, load_settings
 from intelrouter.groundtruth import record_feedback
@@ -73,7 +73,7 @@ def test_check_counts_labels_since_the_last_request_and_keeps_the_cool_down(sett
     client = registry.get_client(s)
     client.create_registered_model(s.model_name)
     version = client.create_model_version(s.model_name, source=str(settings.data_dir)).version
-    registry.promote(s, version, "production")
+    lifecycle.promote(s, version, "production")
     _labels(s, 12, "first")
     found = retrain.check(s, ["uncertain_rate", "label_drift"])
     assert found.due and found.new_labels == 12 and found.samples_waiting == 12 and found.drift == ["label_drift"]
@@ -190,7 +190,7 @@ def test_a_retrain_event_starts_one_training_run_per_cool_down(settings: Setting
         assert [str(mv.version) for mv in registry.list_model_versions(s)] == ["2", "1"]  # the run trained v2
 
         # within the cool-down: the capture flow asks nothing, even with the canary gone and new labels in
-        registry.clear_staging(s, "cleared by the test")
+        lifecycle.clear_staging(s, "cleared by the test")
         _labels(s, 12, "more")
         second = _run_to_completion(prefect, deployments["capture"]["id"], log)
         assert "not emitted: no retrain requested: cool-down" in _retrain_check(prefect, second)

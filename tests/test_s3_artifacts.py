@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from training_support import VENV_BIN, cli_env, synthetic_rows, write_jsonl
 
 from devservers.ports import free_port
 from devservers.postgres import PostgresServer
+from devservers.processes import running
 
 BUCKET = "ml-models"
 MODEL = "intelrouter"  # the default registered model name
@@ -38,45 +37,6 @@ USERS = [f"user-{i}" for i in range(20)]
 # the emulator accepts any keys; region and path-style addressing are what Supabase Storage wants too
 S3_SETTINGS = {"AWS_ACCESS_KEY_ID": "dummy-access-key", "AWS_SECRET_ACCESS_KEY": "dummy-secret-key",
                "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE": "path"}
-
-
-def answers(url: str) -> bool:
-    """Whether GET `url` answers 200."""
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Stop a process and its group: SIGTERM, then SIGKILL if it is still there after 30 s."""
-    for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(grace)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-@contextmanager
-def running(name: str, args: list[str], env: dict[str, str], health_url: str, workdir: Path) -> Iterator[Path]:
-    """Run a server in `workdir` until `health_url` answers; on exit stop it and print its log (yields the log)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / f"{name}.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(args, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            assert wait_for(lambda: proc.poll() is not None or answers(health_url), timeout=180, interval=0.3)
-            assert proc.poll() is None, f"{name} exited with {proc.returncode}"
-            yield log
-        finally:
-            stop(proc)
-            # pytest shows what a test printed only when it fails: these logs make a red CI readable
-            print(f"\n----- {name}: last lines of {log} -----\n{log.read_text()[-4000:]}")
 
 
 @dataclass

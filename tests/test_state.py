@@ -15,23 +15,23 @@ from fastapi.testclient import TestClient
 from serving_fixtures import CLI, health, query_rows, route
 
 from devservers.ports import free_port
-from intelrouter import registry
+from intelrouter import lifecycle
 from intelrouter.config import Settings
 
 
 def test_alias_move_is_picked_up_without_restart(client: TestClient, serve_settings: Settings) -> None:
     assert route(client)["model_version"] == "1"
-    registry.promote(serve_settings, "2", "production")
+    lifecycle.promote(serve_settings, "2", "production")
     assert wait_for(lambda: health(client)["versions"]["production"] == "2", timeout=60)
     assert {route(client, f"balance please {i}")["model_version"] for i in range(10)} == {"2"}
-    registry.rollback(serve_settings)
+    lifecycle.rollback(serve_settings)
     assert wait_for(lambda: health(client)["versions"]["production"] == "1", timeout=60)
     assert route(client)["model_version"] == "1"
 
 
 def test_canary_share_sends_sticky_users_to_staging(client: TestClient, serve_settings: Settings) -> None:
-    registry.promote(serve_settings, "2", "staging")
-    registry.set_canary_share(serve_settings, 0.5)
+    lifecycle.promote(serve_settings, "2", "staging")
+    lifecycle.set_canary_share(serve_settings, 0.5)
     assert wait_for(lambda: health(client)["versions"]["staging"] == "2" and health(client)["canary_share"] == 0.5,
                     timeout=60)
     first = {f"user-{i}": route(client, user_id=f"user-{i}") for i in range(40)}
@@ -42,10 +42,10 @@ def test_canary_share_sends_sticky_users_to_staging(client: TestClient, serve_se
         assert again["variant"] == a["variant"]
         assert again["model_version"] == ("2" if a["variant"] == "staging" else "1")
 
-    registry.set_canary_share(serve_settings, 0.0)  # the share changes without a restart too
+    lifecycle.set_canary_share(serve_settings, 0.0)  # the share changes without a restart too
     assert wait_for(lambda: health(client)["canary_share"] == 0.0, timeout=60)
     assert {route(client, user_id=u)["variant"] for u in first} == {"production"}
-    registry.clear_staging(serve_settings, "test over")
+    lifecycle.clear_staging(serve_settings, "test over")
     assert wait_for(lambda: health(client)["versions"]["staging"] is None, timeout=60)
 
 

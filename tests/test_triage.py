@@ -76,3 +76,35 @@ def test_an_uncertain_answer_is_never_ground_truth(settings: Settings) -> None:
     with store.connect(settings) as conn:
         assert conn.execute(select(store.queries.c.review_priority)).scalar() == 2
         assert conn.execute(select(store.ml_data.c.id)).first() is None
+
+
+def test_a_trusted_fallback_answer_becomes_ground_truth(settings: Settings) -> None:
+    """The router fell back; the caller's fallback (the teacher) answered confidently: that answer is approved."""
+    from intelrouter.capture import record_outcomes
+
+    rows = [{"id": f"f{i}", "text": f"book a flight to city {i}", "predicted_label": "UNCERTAIN",
+             "top_label": "weather", "confidence": 0.4, "uncertain": True} for i in range(4)]
+    log_queries(settings, rows)
+    answers = [("book_flight", 0.95, "teacher"), ("book_flight", 0.60, "teacher"), ("book_flight", 0.99, "php"),
+               ("UNCERTAIN", 0.99, "teacher")]
+    record_outcomes(settings, [{"query_id": f"f{i}", "route_taken": "fallback", "label": label, "confidence": conf,
+                                "provider": provider} for i, (label, conf, provider) in enumerate(answers)])
+    report = triage(settings)
+    assert (report.auto_approved, report.needs_review) == (1, 3)
+    with store.connect(settings) as conn:
+        truth = conn.execute(select(store.ml_data.c.query_id, store.ml_data.c.label, store.ml_data.c.confidence,
+                                    store.ml_data.c.source)).all()
+        status = dict(conn.execute(select(store.queries.c.id, store.queries.c.review_priority)).all())
+    assert truth == [("f0", "book_flight", 0.95, "auto-approved")]  # the fallback's label, not the router's guess
+    assert status == {"f0": None, "f1": 2, "f2": 2, "f3": 2}  # the rest wait for review (the router was unsure)
+
+
+def test_the_canary_answers_are_reviewed_first(settings: Settings) -> None:
+    """The canary check judges @staging on human labels of its answers: they go to the front of the review queue."""
+    log_queries(settings, [{"id": f"{variant}-{i}", "text": f"q {variant} {i}", "predicted_label": "easy",
+                            "confidence": 0.8, "variant": variant} for variant in ("production", "staging")
+                           for i in range(2)])
+    triage(settings)
+    with store.connect(settings) as conn:
+        priority = dict(conn.execute(select(store.queries.c.id, store.queries.c.review_priority)).all())
+    assert priority == {"production-0": 5, "production-1": 5, "staging-0": 2, "staging-1": 2}

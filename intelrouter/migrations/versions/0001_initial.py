@@ -12,6 +12,33 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+VIEWS = {  # as this revision made them (store.VIEWS holds the current ones)
+    "training_queue": """
+        SELECT id, created_at, text, language, predicted_label, confidence, provider,
+               review_priority, model_version
+        FROM queries WHERE review_status = 'needs-review'
+    """,
+    "daily_training_stats": """
+        SELECT DATE(created_at) AS day,
+               COUNT(*) AS captured,
+               SUM(CASE WHEN review_status = 'auto-approved' THEN 1 ELSE 0 END) AS auto_approved,
+               SUM(CASE WHEN review_status = 'needs-review' THEN 1 ELSE 0 END) AS needs_review,
+               SUM(CASE WHEN review_status = 'approved' THEN 1 ELSE 0 END) AS approved,
+               SUM(CASE WHEN review_status = 'rejected' THEN 1 ELSE 0 END) AS rejected,
+               AVG(CASE WHEN uncertain THEN 1.0 ELSE 0.0 END) AS uncertain_rate
+        FROM queries GROUP BY DATE(created_at)
+    """,
+    "model_online_accuracy": """
+        SELECT q.model_version, q.variant,
+               COUNT(*) AS labelled,
+               SUM(CASE WHEN q.top_label = m.label THEN 1 ELSE 0 END) AS correct,
+               AVG(CASE WHEN q.top_label = m.label THEN 1.0 ELSE 0.0 END) AS online_accuracy
+        FROM queries q JOIN ml_data m ON m.query_id = q.id
+        WHERE m.source IN ('feedback', 'override', 'label-studio')
+        GROUP BY q.model_version, q.variant
+    """,
+}
+
 
 def upgrade() -> None:
     """Create the three tables and their indexes, then the views."""
@@ -73,16 +100,12 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime, nullable=False),
     )
     op.create_index("ux_review_tasks_query_project", "review_tasks", ["query_id", "project_id"], unique=True)
-    from intelrouter.store import VIEWS
-
     for name, sql in VIEWS.items():
         op.execute(f"CREATE VIEW {name} AS {sql}")
 
 
 def downgrade() -> None:
     """Drop the views, then the tables."""
-    from intelrouter.store import VIEWS
-
     for name in VIEWS:
         op.execute(f"DROP VIEW IF EXISTS {name}")
     op.drop_table("review_tasks")
