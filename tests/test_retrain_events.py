@@ -3,21 +3,25 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 from conftest import wait_for
-from test_deploy import REPO, PrefectServer, start_serving, stop_serving
 from training_support import seed_ml_data, synthetic_rows
 
+from devservers.ports import free_port
+from devservers.processes import running, stop
 from flows.events import TRIGGER_NAME, retrain_trigger
 from intelrouter import lifecycle, registry, retrain, store
 from intelrouter.capture import log_queries
@@ -25,6 +29,7 @@ from intelrouter.config import Settings, load_settings
 from intelrouter.groundtruth import record_feedback
 
 T0 = datetime(2026, 3, 10, 12, 0)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def rule(**changes: object) -> tuple[list[str], str | None]:
@@ -101,50 +106,69 @@ def test_prefect_yaml_carries_the_same_trigger_as_the_served_deployment() -> Non
 # --- the deployment trigger on a real Prefect server -----------------------------------------------------------
 
 
-class BusyPrefectServer(PrefectServer):
-    """The test server, asked again when it answers 503: a loaded machine keeps its SQLite database locked a while."""
+class Prefect:
+    """A real `prefect server`'s API, asked again when it answers 503 (a loaded machine keeps its SQLite locked)."""
 
-    def post(self, path: str, body: object = None) -> object:  # type: ignore[override]
-        """POST, retrying a 503 for up to 20 s."""
-        return self._again(lambda: super(BusyPrefectServer, self).post(path, body))  # type: ignore[arg-type]
+    def __init__(self, api: str) -> None:
+        self.api = api
+
+    def post(self, path: str, body: Any = None) -> Any:
+        """POST to the API and return the JSON answer."""
+        for attempt in range(10):
+            resp = httpx.post(self.api + path, json=body or {}, timeout=30)
+            if resp.status_code != 503 or attempt == 9:
+                resp.raise_for_status()
+                return resp.json() if resp.content else None
+            time.sleep(2)
+        return None
+
+    def deployments(self) -> dict[str, dict[str, Any]]:
+        """Deployments by name."""
+        return {d["name"]: d for d in self.post("/deployments/filter")}
+
+    def runs(self, deployment_id: str) -> list[dict[str, Any]]:
+        """Every flow run of a deployment."""
+        return self.post("/flow_runs/filter", {"deployments": {"id": {"any_": [deployment_id]}}})
 
     def run_state(self, run_id: str) -> str:
-        """The state type of one flow run, retrying a 503."""
-        return self._again(lambda: super(BusyPrefectServer, self).run_state(run_id))
-
-    @staticmethod
-    def _again(call):  # noqa: ANN001, ANN205
-        for attempt in range(10):
-            try:
-                return call()
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 503 or attempt == 9:
-                    raise
-                time.sleep(2)
-        return None
+        """The state type of one flow run."""
+        return self.post("/flow_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})[0]["state_type"]
 
 
 @pytest.fixture
-def prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """`prefect server start` on a free port (healthy in 10-20 s)."""
-    root = Path(tempfile.mkdtemp(prefix="intelrouter-prefect-"))
-    server = BusyPrefectServer(root)
-    try:
-        if not wait_for(server.healthy, timeout=180, interval=0.5):
-            pytest.fail("prefect server did not start: " + (root / "server.log").read_text()[-2000:])
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+def prefect(tmp_path: Path) -> Iterator[Prefect]:
+    """`prefect server start` on a free loopback port with its own PREFECT_HOME (healthy in 10-20 s)."""
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "server-home")}
+    env.pop("PREFECT_API_URL", None)
+    args = [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port",
+            str(port)]
+    with running("prefect-server", args, env, f"http://127.0.0.1:{port}/api/health", tmp_path / "server"):
+        yield Prefect(f"http://127.0.0.1:{port}/api")
 
 
-def _event_runs(server: PrefectServer, deployment_id: str) -> list[dict]:
+@contextmanager
+def served(prefect: Prefect, tmp_path: Path) -> Iterator[Path]:
+    """`python -m flows.deploy` against the server (every deployment, the retrain trigger) with this process's
+    environment; yields its log."""
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "PREFECT_API_URL": prefect.api, "PREFECT_HOME": str(tmp_path / "serve-home"),
+           "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.deploy"], env=env, cwd=tmp_path, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield log
+        finally:
+            stop(proc)
+
+
+def _event_runs(server: Prefect, deployment_id: str) -> list[dict]:
     """Runs of the deployment started by the retrain trigger (they carry a reason; scheduled ones do not)."""
-    states = ["SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
-    return [r for r in server.runs(deployment_id, states) if "reason" in r["parameters"]]
+    return [r for r in server.runs(deployment_id) if "reason" in r["parameters"]]
 
 
-def _run_to_completion(server: PrefectServer, deployment_id: str, log: Path) -> str:
+def _run_to_completion(server: Prefect, deployment_id: str, log: Path) -> str:
     run = server.post(f"/deployments/{deployment_id}/create_flow_run", {"parameters": {}})
     assert wait_for(lambda: server.run_state(run["id"]) in ("COMPLETED", "FAILED", "CRASHED"), timeout=300,
                     interval=1), log.read_text()[-3000:]
@@ -152,7 +176,7 @@ def _run_to_completion(server: PrefectServer, deployment_id: str, log: Path) -> 
     return run["id"]
 
 
-def _retrain_check(server: PrefectServer, run_id: str) -> str:
+def _retrain_check(server: Prefect, run_id: str) -> str:
     """The capture run's retrain-check artifact."""
     (artifact,) = server.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]},
                                                                   "key": {"any_": ["intelrouter-retrain-check"]}}})
@@ -160,8 +184,8 @@ def _retrain_check(server: PrefectServer, run_id: str) -> str:
 
 
 @pytest.mark.embedded  # Prefect's triggers do not depend on our store: the SQLite pass runs this once
-def test_a_retrain_event_starts_one_training_run_per_cool_down(settings: Settings, prefect: PrefectServer,
-                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_retrain_event_starts_one_training_run_per_cool_down(settings: Settings, prefect: Prefect, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from intelrouter.jobs import train
 
     monkeypatch.setenv("INTELROUTER_RETRAIN_ON_LABELS", "10")  # the served flows read the same environment
@@ -170,9 +194,7 @@ def test_a_retrain_event_starts_one_training_run_per_cool_down(settings: Setting
     assert train(s).lifecycle == "production"
     _labels(s, 12, "feedback")  # 12 new human labels: enough to ask for a retrain
 
-    proc = start_serving(prefect, tmp_path)
-    log = tmp_path / "serve.log"
-    try:
+    with served(prefect, tmp_path) as log:
         assert wait_for(lambda: len(prefect.deployments()) == 6, timeout=180, interval=0.5), log.read_text()
         deployments = prefect.deployments()
         (automation,) = [a for a in prefect.post("/automations/filter") if a["name"] == TRIGGER_NAME]
@@ -205,5 +227,3 @@ def test_a_retrain_event_starts_one_training_run_per_cool_down(settings: Setting
                         timeout=60, interval=1)
         time.sleep(15)  # the trigger service evaluates each event as it is received; give it ample time
         assert len(_event_runs(prefect, train_id)) == 1
-    finally:
-        stop_serving(proc)
