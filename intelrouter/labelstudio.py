@@ -326,6 +326,28 @@ class LabelStudioClient:
             seen = (seen | at_newest) if newest == cursor else at_newest
             cursor = newest
 
+    def columns(self, project_id: int) -> list[str]:
+        """The Data Manager's column ids of a project: "id", "total_annotations", "data.text", ..."""
+        body = self.request("GET", "/api/dm/columns", params={"project": project_id})
+        return [f"{c['parent']}.{c['id']}" if c.get("parent") else c["id"] for c in body.get("columns", [])]
+
+    def views(self, project_id: int) -> list[dict[str, Any]]:
+        """A project's Data Manager views (its tabs), leftmost first."""
+        return self.request("GET", "/api/dm/views", params={"project": project_id})
+
+    def create_view(self, project_id: int, data: dict[str, Any]) -> dict[str, Any]:
+        """Add a Data Manager view (a tab) to a project."""
+        body = {"project": project_id, "data": data}
+        return self.request("POST", "/api/dm/views", json_body=body, idempotent=False)
+
+    def update_view(self, view_id: int, project_id: int, data: dict[str, Any]) -> dict[str, Any]:
+        """Replace a Data Manager view's data (columns, ordering, filters)."""
+        return self.request("PATCH", f"/api/dm/views/{view_id}", json_body={"project": project_id, "data": data})
+
+    def order_views(self, project_id: int, view_ids: Sequence[int]) -> None:
+        """Put a project's Data Manager tabs in this order (the first one opens by default)."""
+        self.request("POST", "/api/dm/views/order", json_body={"project": project_id, "ids": list(view_ids)})
+
     def create_annotation(
         self, task_id: int, result: list[dict[str, Any]], *, was_cancelled: bool = False
     ) -> dict[str, Any]:

@@ -19,26 +19,26 @@ from intelrouter.config import Settings
 from intelrouter.errors import ConfigError, InsufficientDataError
 from intelrouter.labelstudio import LabelStudioClient
 from intelrouter.names import PRODUCTION, UNCERTAIN
+from intelrouter.review_screen import COMMENT_NAME as COMMENT_NAME  # the screen's names: re-exported for push, pull
+from intelrouter.review_screen import FROM_NAME, VIEW_TITLE, view_data
+from intelrouter.review_screen import QUICK_NAME as QUICK_NAME
+from intelrouter.review_screen import TO_NAME as TO_NAME
+from intelrouter.review_screen import guess as guess
 
 PROJECT_TITLE = "IntelRouter review"
 PROJECT_DESCRIPTION = (
-    "Queries the router was unsure about. Confirm the pre-selected label or pick the right one; "
-    "choose 'None of these / new label' (and say which in the comment) when no label fits."
+    "Queries the router was unsure about. The model's guess is pre-selected among its top suggestions "
+    "(hotkeys 1-3): Submit (Ctrl+Enter) to confirm, or pick another suggestion or a label from the full list; "
+    "choose 'None of these / new label' (hotkey 0; say which in the comment) when no label fits."
 )
+SAMPLING = "Sequential sampling"  # Label Studio serves tasks in the Data Manager's order: the push order
 CONFIG_TEMPLATE = Path(__file__).with_name("labeling_config.xml")
 LABELS_MARKER = "<!-- LABELS -->"
 NONE_CHOICE = "None of these / new label"
-FROM_NAME, TO_NAME, COMMENT_NAME = "label", "text", "comment"
 BATCH_SIZE = 1000  # tasks per import / per pulled page: ~1 s each on Label Studio's SQLite
 
 # review_tasks.status
 PENDING, PUSHED, COMPLETED, SKIPPED = "pending", "pushed", "completed", "skipped"
-
-
-def guess(row: Any) -> str | None:
-    """The model's guess for a query row (its top label), or None when it had none."""
-    label = row.top_label or row.predicted_label
-    return None if not label or label == UNCERTAIN else label
 
 
 def _production_labels(settings: Settings) -> list[str]:
@@ -99,7 +99,8 @@ def session(settings: Settings, client: LabelStudioClient | None) -> Iterator[La
 
 
 def setup_project(settings: Settings, *, title: str = PROJECT_TITLE, client: LabelStudioClient | None = None) -> int:
-    """Create the review project (or update the configured one, or the one with this title); returns its id."""
+    """Create the review project (or update the configured one, or the one with this title), its sampling and its
+    Data Manager view; returns its id. Safe to run again: nothing is created twice."""
     with session(settings, client) as ls:  # first: a missing URL or key fails before any slow work
         labels = set(label_set(settings))
         if not labels:
@@ -111,9 +112,30 @@ def setup_project(settings: Settings, *, title: str = PROJECT_TITLE, client: Lab
         else:
             project = ls.find_project(title)
         if project is None:
-            return int(ls.create_project(title, labeling_config(labels), PROJECT_DESCRIPTION)["id"])
-        ensure_labels(ls, project, labels)
-        return int(project["id"])
+            project = ls.create_project(title, labeling_config(labels), PROJECT_DESCRIPTION)
+        else:
+            ensure_labels(ls, project, labels)
+        project_id = int(project["id"])
+        if project.get("sampling") != SAMPLING:
+            ls.update_project(project_id, sampling=SAMPLING)
+        ensure_view(ls, project_id)
+        return project_id
+
+
+def ensure_view(ls: LabelStudioClient, project_id: int) -> int:
+    """The review queue as the project's first Data Manager tab: found by title and updated, created only when
+    missing (a reviewer's column widths and filters on it stay); returns its id."""
+    views = ls.views(project_id)
+    ours = next((v for v in views if (v.get("data") or {}).get("title") == VIEW_TITLE), None)
+    data = view_data(ls.columns(project_id), ours.get("data") if ours else None)
+    if ours is None:
+        ours = ls.create_view(project_id, data)
+    elif data != ours.get("data"):
+        ls.update_view(int(ours["id"]), project_id, data)
+    ids = [int(ours["id"])] + [int(v["id"]) for v in views if v["id"] != ours["id"]]
+    if [int(v["id"]) for v in views] != ids:
+        ls.order_views(project_id, ids)
+    return int(ours["id"])
 
 
 def ensure_labels(ls: LabelStudioClient, project: dict[str, Any], needed: set[str]) -> None:

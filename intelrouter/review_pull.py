@@ -25,6 +25,7 @@ from intelrouter.review_project import (
     COMPLETED,
     FROM_NAME,
     NONE_CHOICE,
+    QUICK_NAME,
     SKIPPED,
     guess,
     project_id_of,
@@ -78,13 +79,14 @@ def _answer(task: dict[str, Any], reviewers: dict[int, str]) -> _Answer | None:
         return None
     submitted = [a for a in annotations if not a.get("was_cancelled")]
     ann = submitted[-1] if submitted else annotations[-1]
-    label, comments = None, []
+    picks, comments = {}, []
     for item in ann.get("result") or []:
         value = item.get("value") or {}
-        if item.get("from_name") == FROM_NAME and value.get("choices"):
-            label = value["choices"][0]
+        if item.get("from_name") in (FROM_NAME, QUICK_NAME) and value.get("choices"):
+            picks[item["from_name"]] = value["choices"][0]
         elif item.get("from_name") == COMMENT_NAME and value.get("text"):
             comments.extend(str(t) for t in value["text"])
+    label = picks.get(FROM_NAME) or picks.get(QUICK_NAME)  # the full list wins over the quick picks
     cancelled = bool(ann.get("was_cancelled")) or label is None  # submitted without a choice: a skip
     none_of_these = not cancelled and label == NONE_CHOICE
     when = ann.get("updated_at") or ann.get("created_at")

@@ -20,15 +20,14 @@ from intelrouter.errors import LabelStudioError
 from intelrouter.labelstudio import LabelStudioClient
 from intelrouter.review_project import (
     BATCH_SIZE,
-    FROM_NAME,
     PENDING,
     PUSHED,
-    TO_NAME,
     ensure_labels,
     guess,
     project_id_of,
     session,
 )
+from intelrouter.review_screen import Screen
 
 
 @dataclass
@@ -41,18 +40,10 @@ class PushResult:
     adopted: int = 0  # tasks an interrupted push had created, recorded now instead of sent again
 
 
-def _task(row: Any) -> dict[str, Any]:
-    """The Label Studio task for one query: its data, and the model's guess as a pre-annotation."""
-    task: dict[str, Any] = {
-        "data": {"text": row.text, "language": row.language, "priority": row.review_priority, "query_id": row.id}
-    }
-    guessed = guess(row)
-    if guessed is not None:
-        result = [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices", "value": {"choices": [guessed]}}]
-        task["predictions"] = [
-            {"model_version": row.model_version or "unknown", "score": float(row.confidence), "result": result}
-        ]
-    return task
+def _task(row: Any, screen: Screen) -> dict[str, Any]:
+    """The Label Studio task for one query: its data, the model's suggestions on top, its guess pre-selected."""
+    data = {"text": row.text, "language": row.language, "priority": row.review_priority, "query_id": row.id}
+    return screen.task(row, data)
 
 
 def _select_for_push(conn: Connection, project_id: int, limit: int | None) -> list[Any]:
@@ -60,7 +51,7 @@ def _select_for_push(conn: Connection, project_id: int, limit: int | None) -> li
     q, r = store.queries, store.review_tasks
     stmt = (
         select(q.c.id, q.c.text, q.c.language, q.c.review_priority, q.c.confidence, q.c.predicted_label,
-               q.c.top_label, q.c.model_version)
+               q.c.top_label, q.c.model_version, q.c.provider)
         .select_from(q.outerjoin(r, and_(r.c.query_id == q.c.id, r.c.project_id == project_id)))
         .where(q.c.review_status == store.NEEDS_REVIEW, r.c.task_id.is_(None))
         .order_by(func.coalesce(q.c.review_priority, 99), q.c.confidence, q.c.created_at, q.c.id)
@@ -140,11 +131,13 @@ def push(
             rows = _select_for_push(conn, pid, limit)
         result.selected = len(rows)
         ensure_labels(ls, project, {g for g in map(guess, rows) if g})
+        screen = Screen(settings)  # loads each model version once for the whole push
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
+            screen.prepare(batch)
             _record_intent(settings, pid, batch)
             try:
-                ids = ls.import_tasks(pid, [_task(row) for row in batch])
+                ids = ls.import_tasks(pid, [_task(row, screen) for row in batch])
             except LabelStudioError as exc:
                 raise type(exc)(
                     f"push stopped after {result.pushed} of {len(rows)} tasks: {exc}. "

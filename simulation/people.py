@@ -36,6 +36,7 @@ class LabelStudioStandIn:
     def __init__(self) -> None:
         self.projects: dict[int, dict[str, Any]] = {}
         self.tasks: dict[int, dict[str, Any]] = {}
+        self.dm_views: dict[int, list[dict[str, Any]]] = {}  # project id -> its Data Manager views
         self._next_task, self._next_annotation = 1, 1
 
     def __enter__(self) -> LabelStudioStandIn:
@@ -78,6 +79,32 @@ class LabelStudioStandIn:
     def users(self) -> dict[int, str]:
         """The one reviewer."""
         return {REVIEWER_ID: REVIEWER}
+
+    # --- the Data Manager's views (review setup keeps one) ------------------------------------------------
+    def columns(self, project_id: int) -> list[str]:
+        """The task list's column ids."""
+        return ["id", "data.text"]
+
+    def views(self, project_id: int) -> list[dict[str, Any]]:
+        """A project's views, leftmost first."""
+        return list(self.dm_views.get(project_id, []))
+
+    def create_view(self, project_id: int, data: dict[str, Any]) -> dict[str, Any]:
+        """Add a view."""
+        views = self.dm_views.setdefault(project_id, [])
+        views.append({"id": len(views) + 1, "project": project_id, "data": data})
+        return views[-1]
+
+    def update_view(self, view_id: int, project_id: int, data: dict[str, Any]) -> dict[str, Any]:
+        """Replace a view's data."""
+        view = next(v for v in self.views(project_id) if v["id"] == view_id)
+        view["data"] = data
+        return view
+
+    def order_views(self, project_id: int, view_ids: Sequence[int]) -> None:
+        """Put the views in this order."""
+        views = {v["id"]: v for v in self.views(project_id)}
+        self.dm_views[project_id] = [views[i] for i in view_ids]
 
     # --- tasks ----------------------------------------------------------------------------------------------
     def import_tasks(self, project_id: int, tasks: Sequence[dict[str, Any]]) -> list[int]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, update
+from training_support import on_shared_tracking, shared_tracking_uri  # noqa: F401 - shared_tracking_uri is a fixture
 
 from devservers.labelstudio import TOKEN, USERNAME, LabelStudioServer
 from devservers.ports import free_port
@@ -27,11 +28,13 @@ from intelrouter.names import UNCERTAIN
 
 
 @pytest.fixture
-def ls_settings(settings: Settings, label_studio: LabelStudioServer, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings on a fresh database pointing at the session's Label Studio (also exported for CLI runs)."""
+def ls_settings(settings: Settings, label_studio: LabelStudioServer, shared_tracking_uri: str,  # noqa: F811
+                monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings on a fresh database pointing at the session's Label Studio (also exported for CLI runs), and on
+    the session's MLflow store (a push looks up the model version that answered; a new store costs seconds)."""
     monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_URL", label_studio.url)
     monkeypatch.setenv("INTELROUTER_LABEL_STUDIO_API_KEY", TOKEN)
-    return load_settings()
+    return on_shared_tracking(monkeypatch, shared_tracking_uri)
 
 
 @pytest.fixture
@@ -128,11 +131,18 @@ def test_labeling_config_offers_each_label_once_plus_none_and_comment() -> None:
     labels_in = ["weather", 'a&b "quoted" <label>', "book_flight", "weather"]
     root = ET.fromstring(review_project.labeling_config(labels_in))
     choices = [c.get("value") for c in root.iter("Choice")]
-    assert choices == ["a&b \"quoted\" <label>", "book_flight", "weather", review_project.NONE_CHOICE]
-    (control,) = root.iter("Choices")
-    assert control.get("name") == "label" and control.get("choice") == "single-radio"
+    assert choices == [review_project.NONE_CHOICE, "a&b \"quoted\" <label>", "book_flight", "weather"]
+    quick, full = root.iter("Choices")
+    assert full.get("name") == "label" and full.get("choice") == "single-radio"
     (comment,) = root.iter("TextArea")
     assert comment.get("name") == "comment"
+    # on top: the model's line, the text, then its suggestions as quick picks, which a full-list pick hides
+    assert [el.tag for el in root if el.tag != "Style"][:3] == ["Header", "Text", "Choices"]
+    assert root.find("Header").get("value") == "$suggestion_line"
+    assert (quick.get("name"), quick.get("value"), quick.get("choice")) == ("quick", "$suggestions", "single-radio")
+    assert (quick.get("visibleWhen"), quick.get("whenTagName"), quick.get("required")) == (
+        "choice-unselected", "label", "true")
+    assert next(full.iter("Choice")).get("hotkey") == "0"
 
 
 def test_missing_settings_fail_with_one_clear_line(settings: Settings) -> None:
@@ -215,11 +225,16 @@ def test_push_sends_needs_review_by_priority_then_confidence_with_predictions(
     tasks = tasks_of(ls, settings.label_studio_project_id)
     assert [t["data"]["query_id"] for t in tasks] == [ids[6], ids[2], ids[1], ids[3], ids[0]]
     by_query = {t["data"]["query_id"]: t for t in tasks}
-    assert by_query[ids[1]]["data"] == {"text": "query number 1", "language": "de", "priority": 2,
-                                        "query_id": ids[1]}
+    # version 7 is not in the registry: the task shows the stored guess and confidence only
+    assert by_query[ids[1]]["data"] == {
+        "text": "query number 1", "language": "de", "priority": 2, "query_id": ids[1], "guess": "cancel_order",
+        "confidence": 0.4, "count": 1, "suggestion_line": "Model: cancel_order 40 %",
+        "suggestions": [{"value": "cancel_order", "html": "cancel_order <small>40 %</small>", "hotkey": "1",
+                         "hint": "model confidence 40 % (hotkey 1)"}]}
     (prediction,) = by_query[ids[6]]["predictions"]
     assert prediction["model_version"] == "7" and prediction["score"] == pytest.approx(0.10)
     assert prediction["result"][0]["value"] == {"choices": ["weather"]}  # the top label, not UNCERTAIN
+    assert prediction["result"][0]["from_name"] == "quick"  # pre-selected among the quick picks, on top
     assert by_query[ids[3]]["predictions"][0]["result"][0]["value"] == {"choices": ["cancel_order"]}
 
     rows = ledger(settings)
@@ -286,6 +301,35 @@ def test_pull_stores_labels_statuses_and_disagreement_once(
     again = review_pull.pull(settings)
     assert again.written == 0 and again.unchanged == 4
     assert labels(settings) == gt and ledger(settings) == rows  # not one row rewritten
+
+
+@pytest.mark.labelstudio
+def test_pull_reads_quick_picks_and_the_full_list_alike(
+    ls_settings: Settings, ls: LabelStudioClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = seed(ls_settings, needs_review(5))
+    settings = with_project(ls_settings, monkeypatch)
+    review_push.push(settings)
+    task = {t["data"]["query_id"]: t["id"] for t in tasks_of(ls, settings.label_studio_project_id)}
+
+    def quick(label: str) -> list[dict[str, Any]]:
+        return [{"from_name": "quick", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+
+    ls.create_annotation(task[ids[0]], quick("book_flight"))  # Submit on the pre-selected guess
+    ls.create_annotation(task[ids[1]], quick("cancel_order"))  # an alternative among the quick picks
+    ls.create_annotation(task[ids[2]], choice("weather"))  # a label from the full list
+    ls.create_annotation(task[ids[3]], quick("book_flight") + choice("weather"))  # both: the full list wins
+    ls.create_annotation(task[ids[4]], quick("book_flight") + choice(review_project.NONE_CHOICE, comment="refund"))
+
+    result = review_pull.pull(settings)
+    assert (result.approved, result.rejected, result.skipped, result.disagreements) == (4, 1, 0, 3)
+    gt = labels(settings)
+    assert {q: gt[q].label for q in gt} == {ids[0]: "book_flight", ids[1]: "cancel_order", ids[2]: "weather",
+                                           ids[3]: "weather"}
+    rows = ledger(settings)
+    assert [rows[i].agrees_with_model for i in ids] == [True, False, False, False, False]
+    assert rows[ids[4]].human_label is None and rows[ids[4]].comment == "refund"
+    assert statuses(settings)[ids[4]] == store.REJECTED
 
 
 @pytest.mark.labelstudio
