@@ -1,4 +1,5 @@
-"""Daily capture (seed 004, 02:00): triage what was captured, write the daily and monitoring reports, alert."""
+"""Daily capture (seed 004, 02:00): triage what was captured, write the daily and monitoring reports, alert, and ask
+for a retrain when drift is alerted or enough new human labels arrived (flows/events.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import DATABASE, settings_from
+from flows.events import ask_for_retrain
 from intelrouter import report as monitoring
 from intelrouter.config import Settings
 from intelrouter.store import parse_when
@@ -24,8 +26,8 @@ def triage_queries(settings: Settings, since: str | None, until: str | None) -> 
 
 @task(cache_policy=NO_CACHE, **DATABASE)
 def build_report(settings: Settings) -> monitoring.Report:
-    """Collect the monitoring numbers and write logs/monitoring-YYYY-MM-DD.json."""
-    report = monitoring.collect(settings)
+    """Collect the monitoring numbers (drift too) and write logs/monitoring-YYYY-MM-DD.json."""
+    report = monitoring.add_drift(settings, monitoring.collect(settings))
     monitoring.write(settings, report)
     return report
 
@@ -65,8 +67,9 @@ def capture(since: str | None = None, until: str | None = None,
     report = build_report(settings)
     publish(report, daily)
     webhook = raise_alerts(settings, report)
+    retrain = ask_for_retrain(settings, [a.kind for a in report.alerts])
     return {"daily": asdict(daily), "report": report.path, "alerts": [a.kind for a in report.alerts],
-            "webhook": webhook}
+            "webhook": webhook, "retrain": retrain}
 
 
 if __name__ == "__main__":

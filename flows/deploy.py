@@ -38,6 +38,7 @@ class DeploymentSpec:
     entrypoint: str  # module:function
     description: str
     schedules: tuple[ScheduleSpec, ...] = ()
+    on_retrain_events: bool = False  # also run on the retrain event (flows/events.py), at most once per cool-down
 
 
 def specs(settings: Settings) -> list[DeploymentSpec]:
@@ -53,7 +54,7 @@ def specs(settings: Settings) -> list[DeploymentSpec]:
                        f"{settings.retrain_days} days regardless.",
                        (ScheduleSpec("train-weekly", cron="0 3 * * 0", parameters={"force": False}),
                         ScheduleSpec("train-every-30-days", every=timedelta(days=settings.retrain_days),
-                                     parameters={"force": True}))),
+                                     parameters={"force": True})), on_retrain_events=True),
         DeploymentSpec("canary-check", "flows.canary_check:canary_check",
                        "Promote, step up, roll back or keep waiting on the @staging canary.",
                        (ScheduleSpec("canary-check-hourly", cron="0 * * * *"),)),
@@ -96,14 +97,18 @@ def to_schedules(spec: DeploymentSpec, tz: str) -> list[Any]:
 
 
 def deployments(settings: Settings) -> list[Any]:
-    """Runner deployments for every spec, loaded by module path so any working directory serves them."""
+    """Runner deployments for every spec (with the retrain trigger where asked), loaded by module path so any
+    working directory serves them."""
     from prefect.deployments.runner import EntrypointType
+
+    from flows.events import retrain_trigger
 
     tz = timezone(settings)
     return [
         load_flow(spec.entrypoint).to_deployment(
             spec.name, schedules=to_schedules(spec, tz), description=spec.description, tags=["intelrouter"],
             entrypoint_type=EntrypointType.MODULE_PATH,
+            triggers=[retrain_trigger(settings)] if spec.on_retrain_events else None,
         )
         for spec in specs(settings)
     ]

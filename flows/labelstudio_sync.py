@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import LABEL_STUDIO, settings_from
+from flows.events import ask_for_retrain
 from intelrouter import review
 from intelrouter.config import Settings
 
@@ -44,7 +45,8 @@ def labelstudio_sync(limit: int | None = None, project_id: int | None = None,
         f"pushed **{pushed.pushed}** tasks ({pushed.adopted} adopted from an interrupted push).",
         key="intelrouter-labelstudio-sync", description="Label Studio sync",
     )
-    return {"push": asdict(pushed), "pull": {**asdict(pulled), "written": pulled.written}}
+    retrain = ask_for_retrain(settings, []) if pulled.written else None  # new human labels may call for one
+    return {"push": asdict(pushed), "pull": {**asdict(pulled), "written": pulled.written}, "retrain": retrain}
 
 
 if __name__ == "__main__":

@@ -47,8 +47,17 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "gate_passed": result.gate.passed, "gate_reasons": result.gate.reasons, "run_id": result.run_id,
         "threshold": result.threshold, "metrics": {k: result.metrics[k] for k in keys if k in result.metrics},
         "report": str(result.report_path) if result.report_path else None, "aliases": result.aliases,
-        "trained_rows": result.marked_rows,
+        "trained_rows": result.marked_rows, "shadow": _shadow_summary(result.shadow),
     }
+
+
+def _shadow_summary(shadow: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The shadow verdict without the report's per-label detail."""
+    if shadow is None:
+        return None
+    report = shadow.get("report") or {}
+    return {"status": shadow["status"], "reasons": shadow["reasons"], "note": shadow["note"],
+            **{k: report[k] for k in ("rows", "agreement", "uncertain_change", "estimate_change") if k in report}}
 
 
 @flow(name="retrain-loop")
@@ -66,8 +75,9 @@ def retrain_loop(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
                 "passed" if result.gate.passed else "failed", result.lifecycle)
     create_markdown_artifact(
         f"**v{result.semver}** (registry version {result.version}) trained on `{path}` ({rows} rows): "
-        f"gate **{'passed' if result.gate.passed else 'failed'}** -> **{result.lifecycle}**.\n\n"
-        + "\n".join(f"- {r}" for r in result.gate.reasons)
+        f"gate **{'passed' if result.gate.passed else 'failed'}**, shadow replay **{out['shadow']['status']}** -> "
+        f"**{result.lifecycle}**.\n\n"
+        + "\n".join(f"- {r}" for r in result.gate.reasons + out["shadow"]["reasons"])
         + f"\n\n@production = {where['production']}, @staging = {where['staging']} "
           f"(canary share {where['canary_share']:.0%}). Report: `{out['report']}`.",
         key="intelrouter-retrain", description="Retrain: gate decision and aliases",

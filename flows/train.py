@@ -1,4 +1,5 @@
-"""Scheduled training: weekly (seed 004) when enough new approved samples wait, every 30 days regardless (seed 000)."""
+"""Scheduled training: weekly (seed 004) when enough new approved samples wait, every 30 days regardless (seed 000),
+and on events (drift, new human labels: the deployment trigger of flows/events.py passes force and its reason)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def recover(settings: Settings) -> list[str]:
 
 
 @flow(name="train")
-def train(force: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the retrain loop when the weekly rule says so (or `force`); otherwise log a skip.
+def train(force: bool = False, overrides: dict[str, Any] | None = None, reason: str | None = None) -> dict[str, Any]:
+    """Run the retrain loop when the weekly rule says so (or `force`); otherwise log a skip. `reason`: why an event
+    started this run.
 
     The rule is read inside the lifecycle lock: when the weekly and the 30-day runs start together, one trains and
     the other waits (INTELROUTER_TRAINING_LOCK_WAIT_SECONDS) and re-reads the rule, or skips."""
@@ -46,7 +48,10 @@ def train(force: bool = False, overrides: dict[str, Any] | None = None) -> dict[
             for line in recover(settings):
                 logger.warning("recovered: %s", line)
             waiting = count_waiting(settings)
-            go, reason = should_train(waiting, settings.weekly_trigger, force)
+            if force and reason:  # started by a retrain event: its reasons say why
+                go, reason = True, f"event: {reason}"
+            else:
+                go, reason = should_train(waiting, settings.weekly_trigger, force)
             if not go:
                 logger.info(reason)
                 create_markdown_artifact(f"Training {reason}.", key="intelrouter-train",

@@ -1,9 +1,13 @@
 """The canary check (seed 004: canary 10 % -> monitor 48 h -> production): decide, then act through the registry.
 
 `decide` is pure: from the online accuracy of @staging and @production (feedback labels joined to the
-queries each variant answered) it returns promote, raise the share a step, roll back, or wait.
+queries each variant answered) it returns promote, raise the share a step, roll back, or wait. Labels come
+slowly, so it also looks at each variant's estimated accuracy (the mean top confidence of every query it
+answered in the same period, `intelrouter.estimate`): a canary clearly worse on that estimate is rolled back
+at once, before its window and its label minimum; promotion still needs the labels.
 `check` reads the numbers, applies the decision with `intelrouter.registry`, and logs it to
-logs/canary-*.json. A promotion is undone with `intelrouter rollback`.
+logs/canary-*.json with the shadow replay the version passed before its canary. A promotion is undone with
+`intelrouter rollback`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from sqlalchemy import Connection, case, func, select
 
 from intelrouter import lifecycle, store
 from intelrouter.config import Settings
-from intelrouter.errors import NotFoundError
+from intelrouter.errors import IntelRouterError, NotFoundError
+from intelrouter.estimate import early_stop
 from intelrouter.jsonfiles import write_report
 from intelrouter.names import HUMAN_SOURCES
 
@@ -46,6 +51,14 @@ class VariantStats:
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """Label-free estimated accuracy of one variant: the mean top confidence of the queries it answered."""
+
+    queries: int = 0
+    accuracy: float | None = None  # None without queries
+
+
+@dataclass(frozen=True)
 class CanaryState:
     """What the decision looks at."""
 
@@ -53,6 +66,9 @@ class CanaryState:
     staging: VariantStats | None
     share: float
     hours_at_share: float  # hours since the canary started or its share was last raised
+    # every query each variant answered since the canary took its first one (UNCERTAIN answers included)
+    production_estimate: Estimate | None = None
+    staging_estimate: Estimate | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,7 @@ class Decision:
     share: float | None = None
     difference: float | None = None  # staging accuracy minus production accuracy
     margin: float | None = None  # CONFIDENCE_Z standard errors of that difference
+    basis: Literal["labels", "estimate"] = "labels"  # estimate: an early stop on estimated accuracy
 
 
 def next_step(share: float, steps: list[float]) -> float | None:
@@ -73,14 +90,22 @@ def next_step(share: float, steps: list[float]) -> float | None:
 
 
 def decide(
-    state: CanaryState, *, steps: list[float], window_hours: float, min_feedback: int, tolerance: float
+    state: CanaryState, *, steps: list[float], window_hours: float, min_feedback: int, tolerance: float,
+    early_stop_margin: float | None = None,
 ) -> Decision:
-    """Promote, raise the share a step, roll back, or wait; pure, so every branch is tested without servers."""
+    """Promote, raise the share a step, roll back, or wait; pure, so every branch is tested without servers.
+
+    With `early_stop_margin`, a canary whose estimated accuracy is worse than production's by more than the
+    margin beyond noise (`estimate.early_stop`) is rolled back at once, window and label minimum or not.
+    """
     staging, production = state.staging, state.production
     if staging is None or staging.version is None:
         return Decision("none", "no canary: nothing carries @staging")
     if production is None or production.version is None:
         return Decision("promote", f"v{staging.version} is on @staging and nothing carries @production")
+    stop = _early_stop(state, early_stop_margin)
+    if stop is not None:
+        return stop
     if state.hours_at_share < window_hours:
         return Decision(
             "wait", f"the canary has run {state.hours_at_share:.1f} h of {window_hours:g} h at {state.share:.0%}"
@@ -108,6 +133,19 @@ def decide(
                     None, diff, margin)
 
 
+def _early_stop(state: CanaryState, margin: float | None) -> Decision | None:
+    """The rollback an estimated accuracy clearly worse than production's calls for, else None."""
+    s, p = state.staging_estimate, state.production_estimate
+    if margin is None or s is None or p is None or s.accuracy is None or p.accuracy is None:
+        return None
+    reason = early_stop(s.accuracy, p.accuracy, s.queries, p.queries, margin)
+    if reason is None:
+        return None
+    version = state.staging.version if state.staging else None
+    return Decision("rollback", f"v{version}: {reason}; stopped early, before the labels", None,
+                    s.accuracy - p.accuracy, None, "estimate")
+
+
 def variant_stats(
     conn: Connection, version: str | None, variant: str, since: datetime | None = None
 ) -> VariantStats:
@@ -123,6 +161,19 @@ def variant_stats(
         .select_from(q.join(m, m.c.query_id == q.c.id)).where(*where)
     ).one()
     return VariantStats(str(version), int(labelled), int(correct))
+
+
+def variant_estimate(conn: Connection, version: str | None, variant: str, since: datetime | None = None) -> Estimate:
+    """Estimated accuracy of `version` as `variant`: the mean top confidence of every query it answered (from
+    `since`), UNCERTAIN answers included — online accuracy judges their top label too."""
+    if version is None:
+        return Estimate()
+    q = store.queries
+    where = [q.c.model_version == str(version), q.c.variant == variant]
+    if since is not None:
+        where.append(q.c.created_at >= since)
+    n, mean = conn.execute(select(func.count(), func.avg(q.c.confidence)).where(*where)).one()
+    return Estimate(int(n), float(mean) if n else None)
 
 
 def canary_started(conn: Connection, version: str) -> datetime | None:
@@ -143,6 +194,7 @@ class CanaryReport:
     applied: bool
     settings: dict[str, Any] = field(default_factory=dict)
     path: str = ""
+    shadow: dict[str, str] = field(default_factory=dict)  # the canary version's shadow replay (its shadow_* tags)
 
 
 def read_state(settings: Settings, now: datetime | None = None) -> CanaryState:
@@ -158,14 +210,16 @@ def read_state(settings: Settings, now: datetime | None = None) -> CanaryState:
     if staging_mv is None:
         return CanaryState(VariantStats(str(production_mv.version) if production_mv else None), None, share, 0.0)
     step_at = _step_time(settings, str(staging_mv.version))
+    production_version = str(production_mv.version) if production_mv else None
     with store.connect(settings) as conn:
         started = canary_started(conn, str(staging_mv.version))
         staging = variant_stats(conn, str(staging_mv.version), "staging")
-        production = variant_stats(conn, str(production_mv.version) if production_mv else None, "production",
-                                   since=started)
+        production = variant_stats(conn, production_version, "production", since=started)
+        estimates = (variant_estimate(conn, production_version, "production", since=started),
+                     variant_estimate(conn, str(staging_mv.version), "staging")) if started else (None, None)
     clock = max(t for t in (started, step_at) if t is not None) if (started or step_at) else None
     hours = (now - clock).total_seconds() / 3600 if clock else 0.0
-    return CanaryState(production, staging, share, max(hours, 0.0))
+    return CanaryState(production, staging, share, max(hours, 0.0), *estimates)
 
 
 def _step_time(settings: Settings, version: str) -> datetime | None:
@@ -228,9 +282,10 @@ def _apply(settings: Settings, state: CanaryState, decision: Decision, now: date
 
 
 def decide_for(settings: Settings, state: CanaryState) -> Decision:
-    """`decide` with the canary settings (steps, window, minimum feedback, tolerance)."""
+    """`decide` with the canary settings (steps, window, minimum feedback, tolerance, early-stop margin)."""
     return decide(state, steps=settings.canary_steps, window_hours=settings.canary_window_hours,
-                  min_feedback=settings.canary_min_feedback, tolerance=settings.canary_tolerance)
+                  min_feedback=settings.canary_min_feedback, tolerance=settings.canary_tolerance,
+                  early_stop_margin=settings.canary_early_stop_margin)
 
 
 def record(settings: Settings, state: CanaryState, decision: Decision, applied: bool,
@@ -244,12 +299,28 @@ def record(settings: Settings, state: CanaryState, decision: Decision, applied: 
         decision=asdict(decision),
         applied=applied,
         settings={k: getattr(settings, k) for k in
-                  ("canary_steps", "canary_window_hours", "canary_min_feedback", "canary_tolerance")},
+                  ("canary_steps", "canary_window_hours", "canary_min_feedback", "canary_tolerance",
+                   "canary_early_stop_margin")},
+        shadow=_shadow_of(settings, state.staging.version if state.staging else None),
     )
     if decision.action != "none":
         name = f"canary-{now.strftime('%Y%m%dT%H%M%S.%f')[:-3]}-{decision.action}.json"
         report.path = str(write_report(settings, name, asdict(report)))
     return report
+
+
+def _shadow_of(settings: Settings, version: str | None) -> dict[str, str]:
+    """The shadow replay a canary version passed (its `shadow_*` tags); a registry failure is a note, never an error:
+    the decision must be logged."""
+    if version is None:
+        return {}
+    from intelrouter import registry
+    from intelrouter.rollout import version_shadow
+
+    try:
+        return version_shadow(dict(registry.get_version(settings, version).tags))
+    except IntelRouterError as exc:
+        return {"error": f"could not read the tags of v{version}: {exc}"}
 
 
 def check(settings: Settings, dry_run: bool = False, now: datetime | None = None) -> CanaryReport:

@@ -6,6 +6,12 @@ the training labels (`label_drift`), the top-confidence distribution against the
 training (`unseen_word_share`). `drift_report` bundles them; `DriftReport.alerts()` gives the monitoring
 report's alert entries.
 
+What the checks compare against is stored with each model when it is trained (`reference`, in the Router's
+`info["drift_reference"]`, a few kilobytes): the label counts of its training rows, its top confidences on its
+held-out test rows (at most 1 000 order statistics) and the share of held-out words it has no word feature for.
+The unseen-word check alerts on the rise over that held-out share, not on an absolute share: what counts as a
+new word depends on the model's vocabulary (`known_words`), and held-out rows already have some.
+
 A PSI test flags drift only when the index is above its threshold *and* beyond sampling noise (a chi-square
 test of homogeneity on the same counts): PSI is biased upwards on small samples — a day of 300 queries spread
 over 150 labels leaves many bins empty and scores PSI ≈ 0.8 with nothing changed — and that must not alert.
@@ -22,7 +28,7 @@ import numpy as np
 from scipy.stats import chi2_contingency
 
 from intelrouter.features import normalise, words_of
-from intelrouter.model import UNCERTAIN
+from intelrouter.model import UNCERTAIN, Router
 
 # The conventional PSI reading (Siddiqi, "Credit Risk Scorecards", 2006; the industry rule since): below 0.1
 # no real shift, 0.1-0.2 a moderate shift worth watching, above 0.2 a significant shift.
@@ -31,7 +37,8 @@ PSI_DRIFT = 0.2
 EPS = 1e-4  # share given to an empty bin, so that log(actual / expected) stays finite
 ALPHA = 0.01  # a PSI above its threshold alerts only when sampling noise explains it with less than 1 % chance
 CONFIDENCE_BINS = 10  # deciles of the reference confidences
-UNSEEN_CEILING = 0.10  # the setting's default: see drift_unseen_share_ceiling in intelrouter/config.py
+UNSEEN_CEILING = 0.05  # the setting's default rise over the held-out share: drift_unseen_share_ceiling in config.py
+REFERENCE_CONFIDENCES = 1000  # held-out confidences kept with a model: evenly spaced order statistics
 
 
 def psi(expected_counts: Sequence[float] | np.ndarray, actual_counts: Sequence[float] | np.ndarray,
@@ -144,9 +151,15 @@ class DriftReport:
 
     labels: DriftTest
     confidences: DriftTest
-    unseen_share: float
-    unseen_ceiling: float
+    unseen_share: float | None  # None: the model has no word features to tell new words by
+    unseen_ceiling: float  # largest rise of the unseen share over `unseen_reference`
     n_recent: int
+    unseen_reference: float = 0.0  # the share in the model's held-out rows when it was trained
+
+    @property
+    def unseen_rise(self) -> float | None:
+        """Recent unseen-word share minus the held-out one (None without word features)."""
+        return None if self.unseen_share is None else self.unseen_share - self.unseen_reference
 
     def alerts(self, min_queries: int = 1) -> list[dict[str, Any]]:
         """Alert entries (kind, message, value, limit: the fields of `intelrouter.report.Alert`); none below
@@ -156,33 +169,90 @@ class DriftReport:
         out = [{"kind": kind, "message": test.message, "value": test.statistic, "limit": test.threshold}
                for kind, test in (("label_drift", self.labels), ("confidence_drift", self.confidences))
                if test.drifted]
-        if self.unseen_share > self.unseen_ceiling:
-            out.append({"kind": "unseen_words", "value": self.unseen_share, "limit": self.unseen_ceiling,
+        rise = self.unseen_rise
+        if rise is not None and rise > self.unseen_ceiling:
+            limit = self.unseen_reference + self.unseen_ceiling
+            out.append({"kind": "unseen_words", "value": self.unseen_share, "limit": limit,
                         "message": f"{self.unseen_share:.1%} of the words in {self.n_recent} recent queries were "
-                                   f"never seen in training (ceiling {self.unseen_ceiling:.0%})"})
+                                   f"never seen in training, {rise * 100:.1f} points above the "
+                                   f"{self.unseen_reference:.1%} of its held-out rows (ceiling +"
+                                   f"{self.unseen_ceiling * 100:.1f} points)"})
         return out
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data, each test with its message."""
         out = asdict(self)
         out["labels"]["message"], out["confidences"]["message"] = self.labels.message, self.confidences.message
+        out["unseen_rise"] = self.unseen_rise
         return out
 
 
 def drift_report(
     train_label_counts: Mapping[str, int], reference_confidences: Sequence[float] | np.ndarray,
-    vocabulary: Collection[str] | Callable[[str], bool], recent_texts: Sequence[str],
+    vocabulary: Collection[str] | Callable[[str], bool] | None, recent_texts: Sequence[str],
     recent_predicted: Sequence[str], recent_confidences: Sequence[float] | np.ndarray, *,
     expected_uncertain_rate: float | None = None, psi_threshold: float = PSI_DRIFT,
-    unseen_ceiling: float = UNSEEN_CEILING, alpha: float = ALPHA,
+    unseen_ceiling: float = UNSEEN_CEILING, unseen_reference: float = 0.0, alpha: float = ALPHA,
 ) -> DriftReport:
-    """All three checks on one window of traffic (texts, @production's answered labels and top confidences)."""
+    """All three checks on one window of traffic (texts, @production's answered labels and top confidences);
+    `vocabulary` None skips the unseen-word check."""
     return DriftReport(
         labels=label_drift(train_label_counts, recent_predicted, expected_uncertain_rate=expected_uncertain_rate,
                            threshold=psi_threshold, alpha=alpha),
         confidences=confidence_drift(reference_confidences, recent_confidences, threshold=psi_threshold,
                                      alpha=alpha),
-        unseen_share=unseen_word_share(vocabulary, recent_texts),
+        unseen_share=None if vocabulary is None else unseen_word_share(vocabulary, recent_texts),
         unseen_ceiling=unseen_ceiling,
         n_recent=len(recent_texts),
+        unseen_reference=unseen_reference,
     )
+
+
+def known_words(router: Router) -> Callable[[str], bool] | None:
+    """Is a word one the model has a word feature for (a unigram of its fitted word vocabulary, stemmed as the
+    features stem)? None when the model has no word features."""
+    vectorizers = getattr(router.features, "vectorizers_", [])
+    vec = next((v for v in vectorizers if getattr(v, "analyzer", None) == "word"), None)
+    if vec is None:
+        return None
+    vocabulary, stemmer = vec.vocabulary_, getattr(vec.tokenizer, "stems", None)
+    seen: dict[str, bool] = {}
+
+    def known(word: str) -> bool:
+        hit = seen.get(word)
+        if hit is None:
+            hit = seen[word] = (stemmer([word])[0] if stemmer else word) in vocabulary
+        return hit
+
+    return known
+
+
+def reference(router: Router, train_labels: Iterable[str], held_out_texts: Sequence[str],
+              held_out_confidences: Sequence[float] | np.ndarray, keep: int = REFERENCE_CONFIDENCES
+              ) -> dict[str, Any]:
+    """What drift monitoring compares a model's traffic with, computed when it is trained (JSON-ready, small):
+    training label counts, held-out top confidences (at most `keep` evenly spaced order statistics) and the
+    share of held-out words the model has no word feature for (None without word features)."""
+    conf = np.sort(np.asarray(held_out_confidences, dtype=np.float64))
+    if len(conf) > keep:
+        conf = conf[np.linspace(0, len(conf) - 1, keep).round().astype(int)]
+    known = known_words(router)
+    return {
+        "label_counts": {str(k): int(v) for k, v in sorted(Counter(map(str, train_labels)).items())},
+        "confidences": [round(float(c), 6) for c in conf],
+        "held_out_rows": len(held_out_texts),
+        "unseen_share": None if known is None or not len(held_out_texts)
+        else round(unseen_word_share(known, held_out_texts), 4),
+    }
+
+
+def from_reference(ref: Mapping[str, Any], router: Router, recent_texts: Sequence[str],
+                   recent_predicted: Sequence[str], recent_confidences: Sequence[float] | np.ndarray, *,
+                   psi_threshold: float = PSI_DRIFT, unseen_ceiling: float = UNSEEN_CEILING,
+                   alpha: float = ALPHA) -> DriftReport:
+    """`drift_report` of recent traffic against a model's stored `reference` (its vocabulary from the router)."""
+    unseen_reference = ref.get("unseen_share")
+    return drift_report(
+        ref["label_counts"], ref["confidences"], known_words(router) if unseen_reference is not None else None,
+        recent_texts, recent_predicted, recent_confidences, psi_threshold=psi_threshold,
+        unseen_ceiling=unseen_ceiling, unseen_reference=float(unseen_reference or 0.0), alpha=alpha)

@@ -22,7 +22,7 @@ import pandas as pd
 from pydantic import ValidationError
 from sqlalchemy import bindparam, update
 
-from intelrouter import audit, lifecycle, loading, locks, recovery, registry, resume, store, tracking
+from intelrouter import audit, drift, lifecycle, loading, locks, recovery, registry, resume, rollout, store, tracking
 from intelrouter.config import Settings
 from intelrouter.data import Splits, collapse_copies, data_digest, load_examples, recent_mask, split_examples
 from intelrouter.errors import InputError, InsufficientDataError
@@ -73,6 +73,7 @@ class TrainResult:
     marked_rows: int = 0
     aliases: dict[str, Any] = field(default_factory=dict)  # where @production and @staging point afterwards
     resumed: bool = False  # a retry that found the version registered and finished the job
+    shadow: dict[str, Any] | None = None  # the shadow replay's verdict (rollout.ShadowVerdict.as_dict)
 
 
 def train_options(options: TrainOptions | None = None, **overrides: Any) -> TrainOptions:
@@ -114,6 +115,17 @@ def judge(settings: Settings, router: Router, data: TrainingData) -> tuple[Compa
     loaded = loading.load_alias(settings, PRODUCTION)
     comparison = compare(router, loaded[1] if loaded else None, data.splits.test, data.recent, settings)
     return comparison, str(loaded[0].version) if loaded else None
+
+
+def shadow(settings: Settings, router: Router, data: TrainingData, comparison: Comparison,
+           baseline_version: str | None) -> rollout.ShadowVerdict:
+    """Before registering: keep what drift monitoring needs with the model, and replay a candidate that passed the
+    gate on recent traffic beside @production (`rollout.shadow`); both logged on the run."""
+    router.info["drift_reference"] = drift.reference(router, data.splits.train["label"],
+                                                     data.splits.test["text"].tolist(), comparison.candidate.confidence)
+    verdict = rollout.shadow(settings, router, baseline_version, passed=comparison.decision.passed)
+    rollout.log_on_run(verdict, router.info["drift_reference"])
+    return verdict
 
 
 def log_run(run: Any, settings: Settings, options: TrainOptions, data: TrainingData, router: Router,
@@ -161,8 +173,10 @@ def log_run(run: Any, settings: Settings, options: TrainOptions, data: TrainingD
 
 
 def register(settings: Settings, model_uri: str, router: Router, data: TrainingData, semver: str,
-             decision: GateResult, metrics: dict[str, float], job_key: str) -> str:
-    """Register the logged model with its tags (lifecycle `testing`) and name the version on the run."""
+             decision: GateResult, metrics: dict[str, float], job_key: str,
+             verdict: rollout.ShadowVerdict | None = None) -> str:
+    """Register the logged model with its tags (lifecycle `testing`, the shadow verdict) and name the version on the
+    run."""
     import mlflow
 
     tags = {
@@ -173,6 +187,8 @@ def register(settings: Settings, model_uri: str, router: Router, data: TrainingD
         "test_macro_f1": f"{metrics.get('test_macro_f1', 0):.4f}",
         "recent_accuracy": f"{metrics.get('recent_accuracy', 0):.4f}", JOB_TAG: job_key,
     }
+    if verdict is not None:
+        tags |= verdict.tags()
     note = tracking.run_note(router, data.splits, data.digest, metrics, decision)  # the run's note, on the version
     version = lifecycle.register(settings, model_uri, tags, note)
     mlflow.set_tags({"model_version": version})  # a retry of this job finds the version and resumes from here
@@ -222,25 +238,30 @@ def _train(settings: Settings, options: TrainOptions, job_key: str, lock: locks.
         comparison, baseline_version = judge(settings, router, data)
         timings["evaluate_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        verdict = shadow(settings, router, data, comparison, baseline_version)
+        timings["shadow_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         metrics, model_uri = log_run(run, settings, options, data, router, comparison, baseline_version)
         timings["log_s"] = time.perf_counter() - t0
         decision = comparison.decision
         lock.check()
         t0 = time.perf_counter()
         # seed 004: only a version that passed the gate uses up its samples (train, validation and test rows alike:
-        # all of them shaped it). They are marked before the version is registered and moved: after a crash
-        # anywhere later, either a retry finishes the move or recovery rejects the version and releases them.
-        marked = mark_trained(settings, rows_used(data), semver) if decision.passed else 0
-        version = register(settings, model_uri, router, data, semver, decision, metrics, job_key)
+        # all of them shaped it); one the shadow replay holds in testing leaves them for the next. They are marked
+        # before the version is registered and moved: after a crash anywhere later, either a retry finishes the
+        # move or recovery rejects the version and releases them.
+        marked = mark_trained(settings, rows_used(data), semver) if decision.passed and not verdict.held else 0
+        version = register(settings, model_uri, router, data, semver, decision, metrics, job_key, verdict)
         lock.check()
-        stage = lifecycle.apply_gate(settings, version, decision.passed, decision.reasons)
+        stage = lifecycle.apply_gate(settings, version, decision.passed, decision.reasons,
+                                     verdict.reasons if verdict.held else None)
         mlflow.set_tags({"lifecycle": stage})
         aliases = registry.where_aliases_point(settings)
         timings["register_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     result = TrainResult(run_id=run.info.run_id, version=version, semver=semver, lifecycle=stage, gate=decision,
                          metrics=metrics, threshold=router.threshold, report_path=None, timings=timings,
-                         marked_rows=marked, aliases=aliases)
+                         marked_rows=marked, aliases=aliases, shadow=verdict.as_dict())
     result.report_path = write_training_report(settings, result, data_summary(data), router.info)
     return result
 
@@ -248,10 +269,12 @@ def _train(settings: Settings, options: TrainOptions, job_key: str, lock: locks.
 def _resume(settings: Settings, found: resume.Registered, lock: locks.Held) -> TrainResult:
     """Finish a retried job whose version is registered: the gate's move, the run's status, the report."""
     recovery.recover(settings, keep=found.version)  # a move of ours cut short is finished here
-    stage = registry.get_version(settings, found.version).tags.get("lifecycle", "testing")
+    tags = registry.get_version(settings, found.version).tags
+    stage = tags.get("lifecycle", "testing")
     if stage == "testing":
         lock.check()
-        stage = lifecycle.apply_gate(settings, found.version, found.passed, found.reasons)
+        hold = tags.get("shadow_reasons", "").split("; ") if tags.get("shadow") == "held" else None
+        stage = lifecycle.apply_gate(settings, found.version, found.passed, found.reasons, hold)
     client = registry.get_client(settings)
     registry.call(settings, "run", client.set_tag, found.run_id, "lifecycle", stage)
     if found.run_status != "FINISHED":
@@ -316,8 +339,10 @@ def write_training_report(settings: Settings, result: TrainResult, data: dict[st
     report = {
         "version": result.version, "semver": result.semver, "run_id": result.run_id, "lifecycle": result.lifecycle,
         "created_at": store.utcnow().isoformat(), "model_name": settings.model_name,
-        "gate": {"passed": result.gate.passed, "reasons": result.gate.reasons},
-        "threshold": result.threshold, "info": info, "data": {**data, "marked_rows": result.marked_rows},
+        "gate": {"passed": result.gate.passed, "reasons": result.gate.reasons}, "shadow": result.shadow,
+        "threshold": result.threshold,
+        "info": {k: v for k, v in info.items() if k != "drift_reference"},  # that one: drift_reference.json
+        "data": {**data, "marked_rows": result.marked_rows},
         "metrics": {s: {k: result.metrics[f"{s}_{k}"] for k in keys if f"{s}_{k}" in result.metrics} for s in SLICES},
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
     }

@@ -231,8 +231,13 @@ def register(settings: Settings, model_uri: str, tags: dict[str, str], descripti
 
 
 @mirrored
-def apply_gate(settings: Settings, version: str | int, passed: bool, reasons: list[str]) -> str:
-    """Move a freshly registered version by the gate's decision; returns its new lifecycle."""
+def apply_gate(settings: Settings, version: str | int, passed: bool, reasons: list[str],
+               hold: list[str] | None = None) -> str:
+    """Move a freshly registered version by the gate's decision; returns its new lifecycle.
+
+    `hold`: reasons that keep a version that passed in testing instead of starting its canary (the shadow
+    replay's limits); it then stays off every alias, its reasons in the `hold_reasons` tag.
+    """
     text = "; ".join(reasons)
     tag_version(settings, version, {"gate": "passed" if passed else "failed", "gate_reasons": text})
     if not passed:
@@ -242,5 +247,8 @@ def apply_gate(settings: Settings, version: str | int, passed: bool, reasons: li
     if prod is None or str(prod.version) == str(version):  # the first model (or a resumed job that moved it)
         promote(settings, version, PRODUCTION)
         return "production"
+    if hold:
+        _set_lifecycle(settings, str(version), "testing", hold_reasons="; ".join(hold))
+        return "testing"
     promote(settings, version, STAGING)
     return "canary"

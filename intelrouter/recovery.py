@@ -50,12 +50,14 @@ def recover(settings: Settings, keep: str | None = None, wait_seconds: float | N
 
 
 def reject_interrupted(settings: Settings, keep: str | None = None) -> list[str]:
-    """Reject versions a training job registered but never moved (still `testing`, behind no alias)."""
+    """Reject versions a training job registered but never moved (still `testing`, behind no alias, and not held
+    there on purpose by the shadow replay: those carry `hold_reasons`)."""
     aliased = {str(mv.version) for mv in (registry.alias_version(settings, a) for a in ALIASES) if mv is not None}
     rejected = []
     for mv in registry.list_model_versions(settings):
         v, tags = str(mv.version), mv.tags
-        if tags.get("lifecycle") == "testing" and JOB_TAG in tags and v not in aliased and v != keep:
+        held = "hold_reasons" in tags
+        if tags.get("lifecycle") == "testing" and JOB_TAG in tags and not held and v not in aliased and v != keep:
             registry.tag_version(settings, v, {"lifecycle": "rejected", "rejected_reason": INTERRUPTED})
             rejected.append(v)
     return rejected

@@ -1,4 +1,9 @@
-"""Monitoring (seed 004): the loop's numbers per day and per model version, and the alerts they raise."""
+"""Monitoring (seed 004): the loop's numbers per day and per model version, and the alerts they raise.
+
+Beside the labelled numbers, `intelrouter.watch` adds what needs no labels: estimated accuracy per day and per
+version (`collect`), calibration against the labels, and drift of @production's traffic (`add_drift`, which
+loads the production model and so runs in `run_report` and the capture flow, not on every dashboard refresh).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, case, func, select
 
-from intelrouter import store
+from intelrouter import store, watch
 from intelrouter.config import Settings, secret
 from intelrouter.errors import first_line
 from intelrouter.jsonfiles import write_report
@@ -27,7 +32,7 @@ log = logging.getLogger(__name__)
 class Alert:
     """One checklist item that fired: what, the measured value, and the limit it crossed."""
 
-    kind: str  # online_accuracy | uncertain_rate | samples_waiting | provider_precision
+    kind: str  # online_accuracy | uncertain_rate | samples_waiting | provider_precision | calibration_drift | ...
     message: str
     value: float
     limit: float
@@ -48,6 +53,8 @@ class Report:
     alerts: list[Alert] = field(default_factory=list)
     path: str = ""
     providers: list[dict[str, Any]] = field(default_factory=list)  # each trusted provider's measured precision
+    estimates: list[dict[str, Any]] = field(default_factory=list)  # per day and version: estimated vs labelled
+    drift: dict[str, Any] | None = None  # @production's traffic against its training data (add_drift)
 
     def as_dict(self) -> dict[str, Any]:
         """The report as plain JSON-ready data."""
@@ -203,11 +210,13 @@ def collect(settings: Settings, days: int | None = None, now: datetime | None = 
     with store.connect(settings) as conn:
         per_day = _per_day(conn, since, until)
         versions = _per_version(conn, since, until)
+        by_version_day = watch.estimates(conn, since, until)
         backlog = store.count(conn, "SELECT COUNT(*) FROM queries WHERE review_status = :s", s=store.NEEDS_REVIEW)
         waiting = store.samples_waiting(conn)
         outcomes = caller_outcomes(conn, since, until, settings)
         providers = provider_rows(conn, settings)
     production = _production(versions)
+    watch.add_estimates(by_version_day, per_day, versions)
     add_caller_fallback(per_day, versions, production, outcomes)
     return Report(
         generated_at=now.isoformat(timespec="seconds"),
@@ -218,9 +227,21 @@ def collect(settings: Settings, days: int | None = None, now: datetime | None = 
         production=production,
         review_backlog=backlog,
         samples_waiting=waiting,
-        alerts=check_alerts(production, waiting, settings) + provider_alerts(providers, settings),
+        alerts=check_alerts(production, waiting, settings) + provider_alerts(providers, settings)
+        + [Alert(**a) for a in watch.calibration_alerts(by_version_day, settings)],
         providers=providers,
+        estimates=watch.public_rows(by_version_day),
     )
+
+
+def add_drift(settings: Settings, report: Report) -> Report:
+    """Measure drift of @production's traffic in the report's window against its training data (loads the model);
+    the section goes to `report.drift`, its alerts to `report.alerts`."""
+    section, alerts = watch.drift_section(settings, datetime.fromisoformat(report.since),
+                                          datetime.fromisoformat(report.until) + timedelta(seconds=1))
+    report.drift = section
+    report.alerts += [Alert(**a) for a in alerts]
+    return report
 
 
 def notify(settings: Settings, report: Report) -> bool | None:
@@ -294,7 +315,7 @@ def write(settings: Settings, report: Report) -> Path:
 
 def run_report(settings: Settings, days: int | None = None, now: datetime | None = None) -> Report:
     """Collect, write and alert: what `intelrouter report` and the daily capture flow do."""
-    report = collect(settings, days, now)
+    report = add_drift(settings, collect(settings, days, now))
     write(settings, report)
     notify(settings, report)
     return report
@@ -344,6 +365,7 @@ def to_markdown(report: Report) -> str:
         for v in report.versions
     ]
     lines += caller_markdown(report) + providers_markdown(report.providers)
+    lines += watch.markdown(report.estimates, report.drift)
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,7 @@ from conftest import DATASETS
 
 from intelrouter.config import load_settings
 from intelrouter.model import Router
-from intelrouter.train import TrainOptions, fit_router
+from intelrouter.train import TrainOptions, fit_router, make_features
 
 INTENTS = 30
 
@@ -37,7 +37,8 @@ def _fit(train: pd.DataFrame) -> Router:
     # explicit settings: the developer's INTELROUTER_* environment must not change what is fitted
     settings = load_settings(classifier="lr", threshold_policy="fixed", uncertain_threshold=0.6, static_features="",
                              ambiguity_margin=0.0, random_state=42)
-    router, _ = fit_router(train, clinc()["val"], TrainOptions(), settings)
+    options = TrainOptions()
+    router, _ = fit_router(train, clinc()["val"], make_features(settings, options), options, settings)
     return router
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from intelrouter import canary, lifecycle, registry, store
-from intelrouter.canary import CanaryState, VariantStats, decide
+from intelrouter.canary import CanaryState, Estimate, VariantStats, decide
 from intelrouter.capture import log_queries
 from intelrouter.config import Settings, load_settings
 from intelrouter.groundtruth import record_feedback
@@ -76,6 +76,38 @@ def test_steps_are_configurable() -> None:
     assert decide(state((90, 100), (90, 100), share=0.25), **rules).action == "promote"
 
 
+def estimated(staging: tuple[float, int], production: tuple[float, int], **kwargs: object) -> CanaryState:
+    """A canary without enough labels yet (5 each, 1 h into a 48 h window) and (accuracy, queries) estimates."""
+    base = state((5, 5), (5, 5), hours=1.0, **kwargs)  # type: ignore[arg-type]
+    return CanaryState(base.production, base.staging, base.share, base.hours_at_share,
+                       Estimate(production[1], production[0]), Estimate(staging[1], staging[0]))
+
+
+def test_a_canary_clearly_worse_on_estimated_accuracy_is_stopped_before_window_and_labels() -> None:
+    d = decide(estimated((0.70, 400), (0.92, 4000)), **RULES, early_stop_margin=0.05)
+    assert (d.action, d.basis) == ("rollback", "estimate")
+    assert d.difference == pytest.approx(-0.22) and "stopped early, before the labels" in d.reason
+    assert "estimated accuracy of the canary 70.0% on 400 queries" in d.reason
+    # without the margin setting the same state waits for its window, as before
+    assert decide(estimated((0.70, 400), (0.92, 4000)), **RULES).action == "wait"
+
+
+def test_the_early_stop_needs_evidence_and_a_clear_gap() -> None:
+    rules = {**RULES, "early_stop_margin": 0.05}
+    assert decide(estimated((0.70, 15), (0.92, 150)), **rules).action == "wait"  # too few queries to be sure
+    assert decide(estimated((0.89, 4000), (0.92, 40000)), **rules).action == "wait"  # certain, but within the margin
+    assert decide(estimated((0.70, 0), (0.92, 4000)), **rules).action == "wait"  # nothing answered yet
+    assert decide(state((5, 5), (5, 5), hours=1.0), **rules).action == "wait"  # no estimates read
+
+
+def test_a_better_estimate_never_promotes_without_labels() -> None:
+    rules = {**RULES, "early_stop_margin": 0.05}
+    d = decide(estimated((0.99, 4000), (0.80, 40000)), **rules)
+    assert d.action == "wait" and d.basis == "labels"  # the window and the labels still decide promotion
+    labelled = CanaryState(_vs("1", 90, 100), _vs("2", 90, 100), 1.0, 50, Estimate(40000, 0.80), Estimate(4000, 0.99))
+    assert decide(labelled, **rules).action == "promote"
+
+
 # --- against a real MLflow registry (SQLite tracking store) and the real store --------------------------------
 
 
@@ -89,12 +121,13 @@ def _register(settings: Settings, n: int) -> list[str]:
 
 
 def _traffic(settings: Settings, version: str, variant: str, correct: int, wrong: int, tag: str,
-             hours_ago: float = 1.0) -> None:
-    """Queries answered by `version` as `variant`, with feedback: `correct` right answers, `wrong` wrong ones."""
+             hours_ago: float = 1.0, confidence: float = 0.9, unlabelled: int = 0) -> None:
+    """Queries answered by `version` as `variant`, with feedback: `correct` right answers, `wrong` wrong ones; then
+    `unlabelled` more nobody labelled."""
     when = store.utcnow() - timedelta(hours=hours_ago)
     rows = [{"id": f"{tag}-{i}", "text": f"{tag} query {i}", "predicted_label": "easy", "top_label": "easy",
-             "confidence": 0.9, "model_version": version, "variant": variant, "created_at": when}
-            for i in range(correct + wrong)]
+             "confidence": confidence, "model_version": version, "variant": variant, "created_at": when}
+            for i in range(correct + wrong + unlabelled)]
     log_queries(settings, rows)
     for i in range(correct + wrong):
         record_feedback(settings, f"{tag}-{i}", "easy" if i < correct else "hard")
@@ -262,3 +295,26 @@ def test_a_check_while_a_training_holds_the_lock_changes_nothing(canary_settings
         done.set()
         thread.join(30)
     assert canary.check(s).applied and registry.canary_share(s) == 0.5
+
+
+def test_check_stops_a_canary_early_on_estimated_accuracy_and_logs_its_shadow_replay(settings: Settings) -> None:
+    s = settings  # the production window (48 h) and label minimum (30): neither is reached here
+    v1, v2 = _register(s, 2)
+    lifecycle.promote(s, v1, "production")
+    registry.tag_version(s, v2, {"shadow": "passed", "shadow_agreement": "0.9500", "shadow_rows": "1200",
+                                 "semver": "1.1.0"})
+    lifecycle.promote(s, v2, "staging")
+    _traffic(s, v1, "production", 0, 0, "before", hours_ago=5, confidence=0.1, unlabelled=50)  # before the canary
+    _traffic(s, v2, "staging", 2, 0, "s", hours_ago=2, confidence=0.55, unlabelled=400)
+    _traffic(s, v1, "production", 3, 0, "p", hours_ago=1.5, confidence=0.93, unlabelled=3000)
+    state = canary.read_state(s)
+    assert state.staging_estimate == Estimate(402, pytest.approx(0.55))
+    assert state.production_estimate == Estimate(3003, pytest.approx(0.93))  # counted from the canary's start only
+    result = canary.check(s)
+    assert result.decision["action"] == "rollback" and result.decision["basis"] == "estimate" and result.applied
+    assert registry.alias_version(s, "staging") is None
+    assert "estimated accuracy" in registry.get_version(s, v2).tags["rejected_reason"]
+    logged = json.loads(Path(result.path).read_text())
+    assert logged["shadow"] == {"shadow": "passed", "shadow_agreement": "0.9500", "shadow_rows": "1200"}
+    assert logged["state"]["staging_estimate"] == {"queries": 402, "accuracy": pytest.approx(0.55)}
+    assert logged["settings"]["canary_early_stop_margin"] == s.canary_early_stop_margin

@@ -100,7 +100,10 @@ def test_page_draws_every_chart_and_the_header(loop: dict[str, Any], tmp_path: P
     assert not re.search(r"src=|href=|@import|url\(|//[a-z]", rest)  # loads nothing: no CDN, no font, no image
     assert f"v{versions['production'].semver}" in page and f"v{versions['staging'].semver}" in page
     assert "canary at 100% of users" in page
-    assert "estimated accuracy: not measured yet" in page and "caller-reported fallback rate: not measured yet" in page
+    # the report measures estimated accuracy (issue 17): drawn beside the labelled one; the caller's rate is not yet
+    assert "estimated (all traffic)" in {t["name"] for t in figs["chart-0"]["data"]}
+    assert "estimated accuracy: not measured yet" not in page
+    assert "caller-reported fallback rate: not measured yet" in page
     canary_fig = figs["chart-4"]
     assert {t["name"] for t in canary_fig["data"]} == {"share", "wait", "raise"}
     training = {t["name"]: t for t in figs["chart-5"]["data"]}

@@ -195,6 +195,8 @@ def test_prefect_yaml_deploys_the_same_schedules_to_a_work_pool(settings: Settin
     for name in want:
         assert deployments[name]["work_pool_name"] == "intelrouter"
         assert actual_schedules(deployments[name]) == want[name], name
+    retrain = [a for a in server.post("/automations/filter") if a["name"] == "intelrouter-retrain-on-events"]
+    assert [a["actions"][0]["deployment_id"] for a in retrain] == [deployments["train"]["id"]]  # issue 17's trigger
 
     # a worker runs a deployment from the pool
     snapshot = tmp_path / "export.jsonl"

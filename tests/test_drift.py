@@ -14,8 +14,11 @@ from intelrouter.drift import (
     DriftTest,
     confidence_drift,
     drift_report,
+    from_reference,
+    known_words,
     label_drift,
     psi,
+    reference,
     unseen_word_share,
     vocabulary_of,
 )
@@ -121,6 +124,39 @@ def test_drift_report_bundles_the_checks_and_their_alerts() -> None:
     assert report.alerts(min_queries=len(texts) + 1) == []
     data = json.loads(json.dumps(report.as_dict()))
     assert data["labels"]["message"] == report.labels.message
+    held_out = unseen_word_share(vocabulary, support.inscope("val")["text"])  # what training stores
     calm = drift_report(train_counts(), reference, vocabulary, support.inscope("test")["text"].tolist(),
-                        production_on("test").labels, production_on("test").confidences)
-    assert calm.alerts() == []
+                        production_on("test").labels, production_on("test").confidences, unseen_reference=held_out)
+    assert calm.alerts() == [] and abs(calm.unseen_rise) < 0.02
+    # the ceiling is a rise over the held-out share: the same traffic alerts against a model whose held-out rows
+    # had no unseen words at all, with the numbers in the message
+    strict = drift_report(train_counts(), reference, vocabulary, support.inscope("test")["text"].tolist(),
+                          production_on("test").labels, production_on("test").confidences, unseen_ceiling=0.01)
+    (alert,) = strict.alerts()
+    assert alert["kind"] == "unseen_words" and alert["limit"] == 0.01
+    assert "points above the 0.0% of its held-out rows (ceiling +1.0 points)" in alert["message"]
+
+
+def test_the_reference_stored_with_a_model_gives_the_same_verdicts() -> None:
+    router = support.production()
+    val = support.clinc()["val"]
+    held_out = answers(router, val["text"].tolist())
+    ref = reference(router, support.clinc()["train"]["label"], val["text"].tolist(), held_out.confidences, keep=200)
+    data = json.loads(json.dumps(ref))  # plain JSON, kept with the model
+    assert data["label_counts"] == train_counts() and data["held_out_rows"] == len(val)
+    assert len(data["confidences"]) == 200 and data["confidences"] == sorted(data["confidences"])
+    assert data["confidences"][0] == pytest.approx(held_out.confidences.min(), abs=1e-4)
+    assert data["confidences"][-1] == pytest.approx(held_out.confidences.max(), abs=1e-4)
+    known = known_words(router)
+    assert known("weather") is not None and data["unseen_share"] == pytest.approx(
+        unseen_word_share(known, val["text"]), abs=1e-4)
+    # the model's own vocabulary: stems it has a word feature for; a made-up word is not one
+    assert not known("zzyzxqv") and known(support.inscope("train")["text"][0].split()[0].lower())
+    calm = from_reference(data, router, support.inscope("test")["text"].tolist(), production_on("test").labels,
+                          production_on("test").confidences)
+    assert calm.alerts() == [] and calm.unseen_reference == data["unseen_share"]
+    test = support.clinc()["test"]
+    oos = test.loc[test["label"] == "oos", "text"].tolist()
+    seen = answers(router, oos)
+    shifted = from_reference(data, router, oos, seen.labels, seen.confidences)
+    assert {a["kind"] for a in shifted.alerts()} == {"label_drift", "confidence_drift", "unseen_words"}

@@ -360,3 +360,56 @@ def test_a_rolled_back_canary_gives_its_rows_back(settings) -> None:  # noqa: AN
     assert _waiting(settings) == new_rows  # used only by the rolled-back canary: unused again
     third = train(settings)
     assert third.semver == "1.2.0" and third.marked_rows == new_rows and _waiting(settings) == 0
+
+
+def _served_by_production(settings, texts: list[str], tag: str, label: str | None = None) -> None:  # noqa: ANN001
+    """Recent queries @production v1 answered: its own answers, or (label) a log that says it answered `label`."""
+    from datetime import timedelta
+
+    router = load_router(f"models:/{settings.model_name}/1", settings.tracking_uri)
+    when = store.utcnow() - timedelta(hours=1)
+    log_queries(settings, [{"id": f"{tag}-{i}", "text": t, "predicted_label": label or p.label,
+                            "top_label": label or p.top_label, "confidence": 0.99 if label else p.confidence,
+                            "uncertain": False if label else p.uncertain, "model_version": "1",
+                            "variant": "production", "created_at": when}
+                           for i, (t, p) in enumerate(zip(texts, router.predict(texts), strict=True))])
+
+
+def test_a_candidate_is_replayed_on_recent_traffic_before_its_canary_and_held_by_the_limits(settings) -> None:  # noqa: ANN001
+    seed_ml_data(settings, synthetic_rows(30, seed=31))
+    first = train(settings)
+    assert first.shadow["status"] == "skipped"  # a first model has no production to replay against
+    assert "label_counts" in load_router(f"models:/{settings.model_name}/1", settings.tracking_uri).info[
+        "drift_reference"]
+    _served_by_production(settings, [r["text"] for r in synthetic_rows(40, seed=32)], "week")
+    seed_ml_data(settings, synthetic_rows(15, seed=33))
+    judged = load_settings(shadow_min_queries=100)  # 160 recent queries: enough for this test's limits
+    second = train(judged)
+    assert (second.lifecycle, second.shadow["status"]) == ("canary", "passed")
+    tags = registry.get_version(settings, second.version).tags
+    assert tags["shadow"] == "passed" and tags["shadow_rows"] == "160" and tags["shadow_logged_rows"] == "160"
+    assert float(tags["shadow_agreement"]) >= judged.shadow_min_agreement
+    run = _run(settings, second.run_id)
+    assert run.data.metrics["shadow_agreement"] == pytest.approx(float(tags["shadow_agreement"]), abs=1e-4)
+    assert run.data.tags["shadow"] == "passed"
+    logged = json.loads(Path(registry.get_client(settings).download_artifacts(second.run_id, "shadow.json"))
+                        .read_text())
+    assert logged["report"]["rows"] == 160 and logged["production_version"] == "1"
+
+    # a week in which the log says production answered every weather question with set_alarm: the candidate
+    # disagrees with production on most recent traffic, so the limits hold it in testing
+    weather = [r["text"] for r in synthetic_rows(80, seed=34) if r["label"] == "weather"]
+    _served_by_production(settings, weather, "odd", label="set_alarm")
+    before = _trained_versions(settings)
+    seed_ml_data(settings, synthetic_rows(10, seed=35))
+    held = train(judged)
+    assert held.gate.passed and held.lifecycle == "testing" and held.shadow["status"] == "held"
+    mv = registry.get_version(settings, held.version)
+    assert mv.tags["lifecycle"] == "testing" and "agrees with production on" in mv.tags["hold_reasons"]
+    assert mv.tags["shadow"] == "held" and mv.tags["shadow_reasons"] == mv.tags["hold_reasons"]
+    assert str(registry.alias_version(settings, "staging").version) == second.version  # the canary runs on
+    counts = _trained_versions(settings)  # a held version uses up no samples: the new rows still wait
+    assert held.marked_rows == 0 and held.semver not in counts and counts[None] > 0
+    assert all(counts[v] == n for v, n in before.items() if v is not None)
+    report = json.loads(held.report_path.read_text())
+    assert report["shadow"]["status"] == "held" and "drift_reference" not in report["info"]

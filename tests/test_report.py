@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -209,3 +209,112 @@ def test_the_webhook_url_never_reaches_a_log(settings: Settings, caplog) -> None
     assert any("alert webhook failed: HTTP 404" in r.getMessage() for r in caplog.records)
     assert any("alert webhook failed: ConnectError" in r.getMessage() for r in caplog.records)
     assert token not in caplog.text and all(token not in r.getMessage() for r in caplog.records)
+
+
+# --- estimated accuracy, calibration and drift (issue 17) ----------------------------------------------------
+
+
+def test_estimated_accuracy_per_day_and_version_beside_the_labels(settings: Settings) -> None:
+    _seed(settings)
+    rep = monitoring.collect(settings, days=7, now=NOW)
+    days = {d["day"]: d for d in rep.days}
+    # the router's own answers, UNCERTAIN included (a3 at 0.3); the teacher's captured t1 is not one of them
+    assert days["2026-03-09"]["estimated_accuracy"] == 0.75 and days["2026-03-10"]["estimated_accuracy"] == 0.9
+    versions = {(v["model_version"], v["variant"]): v for v in rep.versions}
+    assert versions[("1", "production")]["estimated_accuracy"] == round(4.8 / 6, 4)
+    assert versions[("1", "production")]["labelled_confidence"] == 0.9  # a1, a2, a4, b1, b2: all at 0.9
+    assert versions[(None, None)]["estimated_accuracy"] is None
+    rows = {(r["day"], r["model_version"], r["variant"]): r for r in rep.estimates}
+    assert set(rows) == {("2026-03-09", "1", "production"), ("2026-03-10", "1", "production"),
+                         ("2026-03-10", "2", "staging")}
+    assert rows[("2026-03-09", "1", "production")] == {
+        "day": "2026-03-09", "model_version": "1", "variant": "production", "answered": 4, "estimated_accuracy": 0.75,
+        "labelled": 3, "correct": 3, "online_accuracy": 1.0, "labelled_confidence": 0.9}
+    markdown = monitoring.to_markdown(rep)
+    assert "| 2026-03-10 | 2 | staging | 2 | 90.0% | 2 | 100.0% | 90.0% |" in markdown
+
+
+def _answered_and_labelled(settings: Settings, router, frame, tag: str, when: datetime) -> None:  # noqa: ANN001
+    """The router's answers on the rows as production v1's logged queries, each labelled by a user with its truth."""
+    from intelrouter import store
+    from intelrouter.groundtruth import upsert_label
+
+    texts = frame["text"].tolist()
+    log_queries(settings, [{"id": f"{tag}-{i}", "text": t, "predicted_label": p.label, "top_label": p.top_label,
+                            "confidence": p.confidence, "uncertain": p.uncertain, "model_version": "1",
+                            "variant": "production", "created_at": when}
+                           for i, (t, p) in enumerate(zip(texts, router.predict(texts), strict=True))])
+    with store.connect(settings) as conn:
+        for i, (text, label) in enumerate(zip(texts, frame["label"], strict=True)):
+            upsert_label(conn, query_id=f"{tag}-{i}", text=text, label=label, source="feedback",
+                         shares=settings.split_shares)
+
+
+def test_the_estimate_of_a_calibrated_model_is_its_labelled_accuracy_and_drifted_calibration_alerts(
+        settings: Settings) -> None:
+    import shadow_support as support
+
+    test = support.inscope("test")  # 900 in-scope CLINC150 queries of 30 intents, with their true labels
+    _answered_and_labelled(settings, support.small(), test, "calibrated", NOW - timedelta(hours=3))
+    rep = monitoring.collect(settings, now=NOW)
+    (prod,) = [v for v in rep.versions if v["variant"] == "production"]
+    assert prod["labelled"] == 900 and 0.8 < prod["online_accuracy"] < 0.95
+    assert abs(prod["estimated_accuracy"] - prod["online_accuracy"]) <= 0.02
+    assert [a.kind for a in rep.alerts] == []
+    later = NOW + timedelta(days=30)  # a window of its own: the same answers from an over-confident copy
+    _answered_and_labelled(settings, support.miscalibrated(support.small(), 5.0), test, "over", later)
+    rep = monitoring.collect(settings, now=later + timedelta(hours=1))
+    (alert,) = [a for a in rep.alerts if a.kind == "calibration_drift"]
+    assert alert.value > 0.05 and alert.limit == settings.estimate_divergence_bound
+    assert "over-confident" in alert.message and "on 900 labels" in alert.message
+
+
+def _served(settings: Settings, router, texts: list[str], tag: str, when: datetime) -> None:  # noqa: ANN001
+    """The router's answers on the texts as queries production v1 served."""
+    log_queries(settings, [{"id": f"{tag}-{i}", "text": t, "predicted_label": p.label, "top_label": p.top_label,
+                            "confidence": p.confidence, "uncertain": p.uncertain, "model_version": "1",
+                            "variant": "production", "created_at": when}
+                           for i, (t, p) in enumerate(zip(texts, router.predict(texts), strict=True))])
+
+
+def test_drift_of_production_traffic_against_its_training_data(settings: Settings) -> None:
+    import shadow_support as support
+    from training_support import seed_ml_data
+
+    from intelrouter.jobs import train
+    from intelrouter.loading import load_version
+
+    # ground truth: 30 CLINC150 intents (their train rows, val with out-of-scope rows, half the in-scope test rows)
+    test = support.inscope("test")
+    rows = [{"text": r.text, "label": r.label, "split": split} for split, part in
+            (("train", support.clinc()["train"]), ("val", support.clinc()["val"]), ("test", test.iloc[::2]))
+            for r in part.itertuples()]
+    seed_ml_data(settings, rows)
+    assert train(settings).lifecycle == "production"
+    router = load_version(settings, "1")
+    ref = router.info["drift_reference"]  # stored with the model by the training job
+    assert len(ref["label_counts"]) == 30 and ref["held_out_rows"] == 450 and ref["unseen_share"] is not None
+
+    assert monitoring.add_drift(settings, monitoring.collect(settings, now=NOW)).drift["status"].startswith(
+        "no queries served by v1")
+    _served(settings, router, test.iloc[1::2]["text"].tolist(), "same", NOW - timedelta(hours=2))  # the other half
+    calm = monitoring.run_report(settings, now=NOW)
+    assert calm.drift["status"] == "no drift" and calm.drift["queries"] == 450
+    assert not calm.drift["labels"]["drifted"] and not calm.drift["confidences"]["drifted"]
+    assert calm.drift["labels"]["threshold"] == calm.drift["confidences"]["threshold"] == settings.drift_psi_threshold
+    assert calm.drift["unseen_rise"] < settings.drift_unseen_share_ceiling
+    assert not [a for a in calm.alerts if a.kind in ("label_drift", "confidence_drift", "unseen_words")]
+
+    later = NOW + timedelta(days=20)  # a window of its own: out-of-scope traffic only
+    clinc_test = support.clinc()["test"]
+    _served(settings, router, clinc_test.loc[clinc_test["label"] == "oos", "text"].tolist(), "oos",
+            later - timedelta(hours=2))
+    shifted = monitoring.run_report(settings, now=later)
+    assert shifted.drift["status"] == "drift"
+    kinds = {a.kind: a for a in shifted.alerts}
+    assert {"label_drift", "confidence_drift", "unseen_words"} <= set(kinds)
+    assert kinds["label_drift"].value == shifted.drift["labels"]["statistic"] > settings.drift_psi_threshold
+    assert kinds["confidence_drift"].value == shifted.drift["confidences"]["statistic"] > settings.drift_psi_threshold
+    saved = json.loads(Path(shifted.path).read_text())
+    assert saved["drift"]["unseen_share"] > saved["drift"]["unseen_reference"] + settings.drift_unseen_share_ceiling
+    assert "## Drift of production traffic" in monitoring.to_markdown(shifted)
