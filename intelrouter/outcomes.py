@@ -16,7 +16,7 @@ from sqlalchemy import Connection, case, func, literal, select
 
 from intelrouter import store
 from intelrouter.config import Settings
-from intelrouter.names import HUMAN_SOURCES
+from intelrouter.names import HUMAN_SOURCES, PRODUCTION
 
 
 def fallback_routes(settings: Settings) -> tuple[str, ...]:
@@ -90,3 +90,28 @@ def per_version(conn: Connection, routes: Iterable[str]) -> dict[str, dict[str, 
                                          "labelled": int(lab.labelled) if lab else 0,
                                          "correct": int(lab.correct) if lab else 0}
     return numbers
+
+
+def caller_outcomes(conn: Connection, since: datetime, until: datetime, settings: Settings) -> dict[str, dict]:
+    """Queries with a caller-reported outcome and how many ended at a fallback, per day and per (version, variant)."""
+    routes = fallback_routes(settings)
+    return {"day": reported(conn, since, until, routes, "day"),
+            "version": reported(conn, since, until, routes, "model_version", "variant")}
+
+
+def add_caller_fallback(days: list[dict[str, Any]], versions: list[dict[str, Any]], production: dict[str, Any],
+                        outcomes: dict[str, dict]) -> None:
+    """Put the caller-reported fallback rate beside the UNCERTAIN rate: per day, per version, for production.
+
+    `caller_fallback_rate` is None where no caller reported an outcome (the dashboard then says "not measured").
+    """
+    for d in days:
+        n, fallback = outcomes["day"].get((d["day"],), (0, 0))
+        d["outcomes_reported"], d["caller_fallback_rate"] = n, rate(fallback, n)
+    for v in versions:
+        key = (None if v["model_version"] is None else str(v["model_version"]), v["variant"])
+        n, fallback = outcomes["version"].get(key, (0, 0))
+        v["outcomes_reported"], v["caller_fallback"], v["caller_fallback_rate"] = n, fallback, rate(fallback, n)
+    prod = [v for v in versions if v["variant"] == PRODUCTION]
+    n, fallback = sum(v["outcomes_reported"] for v in prod), sum(v["caller_fallback"] for v in prod)
+    production["outcomes_reported"], production["caller_fallback_rate"] = n, rate(fallback, n)

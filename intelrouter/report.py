@@ -22,7 +22,7 @@ from intelrouter.config import Settings, secret
 from intelrouter.errors import first_line
 from intelrouter.jsonfiles import write_report
 from intelrouter.names import HUMAN_SOURCES, PRODUCTION
-from intelrouter.outcomes import fallback_routes, rate, reported
+from intelrouter.outcomes import add_caller_fallback, caller_outcomes, rate
 from intelrouter.trust import provider_trust
 
 log = logging.getLogger(__name__)
@@ -367,31 +367,6 @@ def to_markdown(report: Report) -> str:
     lines += caller_markdown(report) + providers_markdown(report.providers)
     lines += watch.markdown(report.estimates, report.drift)
     return "\n".join(lines) + "\n"
-
-
-def caller_outcomes(conn: Connection, since: datetime, until: datetime, settings: Settings) -> dict[str, dict]:
-    """Queries with a caller-reported outcome and how many ended at a fallback, per day and per (version, variant)."""
-    routes = fallback_routes(settings)
-    return {"day": reported(conn, since, until, routes, "day"),
-            "version": reported(conn, since, until, routes, "model_version", "variant")}
-
-
-def add_caller_fallback(days: list[dict[str, Any]], versions: list[dict[str, Any]], production: dict[str, Any],
-                        outcomes: dict[str, dict]) -> None:
-    """Put the caller-reported fallback rate beside the UNCERTAIN rate: per day, per version, for production.
-
-    `caller_fallback_rate` is None where no caller reported an outcome (the dashboard then says "not measured").
-    """
-    for d in days:
-        n, fallback = outcomes["day"].get((d["day"],), (0, 0))
-        d["outcomes_reported"], d["caller_fallback_rate"] = n, rate(fallback, n)
-    for v in versions:
-        key = (None if v["model_version"] is None else str(v["model_version"]), v["variant"])
-        n, fallback = outcomes["version"].get(key, (0, 0))
-        v["outcomes_reported"], v["caller_fallback"], v["caller_fallback_rate"] = n, fallback, rate(fallback, n)
-    prod = [v for v in versions if v["variant"] == PRODUCTION]
-    n, fallback = sum(v["outcomes_reported"] for v in prod), sum(v["caller_fallback"] for v in prod)
-    production["outcomes_reported"], production["caller_fallback_rate"] = n, rate(fallback, n)
 
 
 def caller_markdown(report: Report) -> list[str]:
