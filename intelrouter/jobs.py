@@ -204,6 +204,7 @@ def train(settings: Settings, options: TrainOptions | None = None, *, job_key: s
     is cleaned up at once (`recovery.recover`: marks released, version rejected); with one it waits for the retry.
     """
     options = train_options(options, **overrides)
+    feature_params(settings, options)  # bad input: one line, before the lock and the registry are touched
     with locks.training_lock(settings) as lock:
         if job_key:
             registered = resume.find(settings, job_key)
@@ -271,9 +272,9 @@ def _resume(settings: Settings, found: resume.Registered, lock: locks.Held) -> T
     recovery.recover(settings, keep=found.version)  # a move of ours cut short is finished here
     tags = registry.get_version(settings, found.version).tags
     stage = tags.get("lifecycle", "testing")
+    hold = tags.get("shadow_reasons", "").split("; ") if tags.get("shadow") == "held" else None
     if stage == "testing":
         lock.check()
-        hold = tags.get("shadow_reasons", "").split("; ") if tags.get("shadow") == "held" else None
         stage = lifecycle.apply_gate(settings, found.version, found.passed, found.reasons, hold)
     client = registry.get_client(settings)
     registry.call(settings, "run", client.set_tag, found.run_id, "lifecycle", stage)
@@ -284,7 +285,9 @@ def _resume(settings: Settings, found: resume.Registered, lock: locks.Held) -> T
     result = TrainResult(run_id=found.run_id, version=found.version, semver=found.semver, lifecycle=stage,
                          gate=GateResult(found.passed, found.reasons), metrics=found.metrics,
                          threshold=found.metrics.get("threshold", 0.0), report_path=None, marked_rows=marked,
-                         aliases=registry.where_aliases_point(settings), resumed=True)
+                         aliases=registry.where_aliases_point(settings), resumed=True,
+                         shadow={"status": tags.get("shadow", "not judged"), "reasons": hold or [],
+                                 "note": "resumed: the verdict recorded on the version"})
     result.report_path = write_training_report(settings, result, found.data, found.info)
     return result
 

@@ -31,7 +31,10 @@ PROJECT_DESCRIPTION = (
     "(hotkeys 1-3): Submit (Ctrl+Enter) to confirm, or pick another suggestion or a label from the full list; "
     "choose 'None of these / new label' (hotkey 0; say which in the comment) when no label fits."
 )
-SAMPLING = "Sequential sampling"  # Label Studio serves tasks in the Data Manager's order: the push order
+# Label Studio serves the open task whose prediction of the project's model version has the lowest score first;
+# every task carries one prediction of ORDER_VERSION scored by its place in the queue (review_push.order_score)
+SAMPLING = "Uncertainty sampling"
+ORDER_VERSION = "review-order"
 CONFIG_TEMPLATE = Path(__file__).with_name("labeling_config.xml")
 LABELS_MARKER = "<!-- LABELS -->"
 NONE_CHOICE = "None of these / new label"

@@ -32,6 +32,7 @@ from intelrouter.labelstudio import LabelStudioClient
 from intelrouter.review_project import (
     BATCH_SIZE,
     COMPLETED,
+    ORDER_VERSION,
     PENDING,
     PUSHED,
     ensure_labels,
@@ -40,7 +41,7 @@ from intelrouter.review_project import (
     session,
 )
 from intelrouter.review_screen import Screen
-from intelrouter.triage import HUMAN_REVIEW, resolve_known_texts
+from intelrouter.triage import HIGH_PRIORITY, HUMAN_REVIEW, MEDIUM_PRIORITY, resolve_known_texts
 
 NO_PRIORITY = 99  # a query waiting without a priority goes after both tiers
 SINGLE = "query:"  # the group key of a query pushed on its own (setting review_groups off)
@@ -98,16 +99,31 @@ def task_data(group: Group) -> dict[str, Any]:
         "text": rep.text, "language": rep.language, "priority": group.priority, "query_id": rep.id,
         "text_key": rep.text_key, "count": len(group.members), "users": group.users,
         "languages": ", ".join(group.languages), "value": round(group.value, 4),
+        "model_version": str(rep.model_version or ""),
     }
+
+
+def order_score(priority: int | None, value: float) -> float:
+    """The task's place in the review queue, lowest first: the tier (priority 2, then 5, then none), then the
+    value (uncertainty x queries resolved, highest first). Label Studio's uncertainty sampling serves the lowest
+    prediction score first among all open tasks, so a valuable question pushed today goes before an old one-off."""
+    tier = {HIGH_PRIORITY: 0, MEDIUM_PRIORITY: 1}.get(priority if priority is not None else NO_PRIORITY, 2)
+    return round(tier + 1.0 / (1.0 + max(value, 0.0)), 6)
 
 
 def _task(group: Group, screen: Screen) -> dict[str, Any]:
     """The Label Studio task for one group: its data and the screen's suggestions, the model's guess pre-selected
-    (not for a blind audit: the reviewer's answer must not be anchored on the guess it checks)."""
+    (not for a blind audit: the reviewer's answer must not be anchored on the guess it checks).
+
+    Every task carries one prediction of the project's constant `ORDER_VERSION`, whose score is its place in the
+    queue (`order_score`); the answering model's version is in the data (`model_version`)."""
     task = screen.task(group.representative, task_data(group))
+    shown = task.pop("predictions", None) or []
+    result = [] if group.blind or not shown else shown[0]["result"]
     if group.blind:
-        task.pop("predictions", None)
         task["data"]["guess"] = ""
+    task["predictions"] = [{"model_version": ORDER_VERSION, "score": order_score(group.priority, group.value),
+                            "result": result}]
     return task
 
 
@@ -337,4 +353,7 @@ def push(
             _record_pushed(settings, pid, [(g.text_key, tid) for g, tid in zip(batch, ids, strict=True)])
             result.pushed += len(batch)
             result.queued += sum(len(g.members) for g in batch)
+        if result.pushed and project.get("model_version") != ORDER_VERSION:
+            # Label Studio accepts a project model version only once predictions of it exist: after the first import
+            ls.update_project(pid, model_version=ORDER_VERSION)
     return result

@@ -37,8 +37,9 @@ VIEW_COLUMNS = {
     "labeling": ("id", "data.guess", "data.confidence", "data.count"),
 }
 LATER_COLUMNS = ("data.query_id", "data.suggestions", "data.suggestion_line", "data.users", "data.languages",
-                 "data.text_key", "data.priority", "data.guess", "data.confidence", "data.count", "data.language")
-VIEW_ORDERING = ["tasks:id"]  # push order: priority 2 before 5, least confident first
+                 "data.text_key", "data.value", "data.model_version", "data.priority", "data.guess", "data.confidence",
+                 "data.count", "data.language")
+VIEW_ORDERING = ["tasks:predictions_score"]  # the review order: tier, then value (review_push.order_score)
 VIEW_NUMBERS = ("data.priority", "data.confidence", "data.count")  # sorted as numbers, not as text
 VIEW_WIDTHS = {"id": 60, "data.priority": 80, "data.guess": 130, "data.confidence": 90, "data.count": 70}
 

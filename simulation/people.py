@@ -31,7 +31,8 @@ def _iso(when: datetime) -> str:
 
 
 class LabelStudioStandIn:
-    """Label Studio's review API in memory (see the module docstring): one reviewer, tasks in import order."""
+    """Label Studio's review API in memory (see the module docstring): one reviewer; open tasks served as Label
+    Studio serves them (uncertainty sampling: lowest score of the project's model version first)."""
 
     def __init__(self) -> None:
         self.projects: dict[int, dict[str, Any]] = {}
@@ -116,6 +117,10 @@ class LabelStudioStandIn:
                                    "predictions": task.get("predictions", []), "annotations": [],
                                    "updated_at": _iso(clock.now())}
             ids.append(task_id)
+        project = self.projects[project_id]
+        versions = [p.get("model_version") for t in tasks for p in t.get("predictions", [])]
+        if not project.get("model_version") and versions:  # as Label Studio does: the last imported version
+            project["model_version"] = versions[-1]
         return ids
 
     def iter_tasks(self, project_id: int, *, filters: Sequence[dict[str, Any]] = (), include: Sequence[str] = (),
@@ -135,8 +140,20 @@ class LabelStudioStandIn:
             yield tasks[i:i + page_size]
 
     def open_tasks(self, project_id: int) -> list[dict[str, Any]]:
-        """Tasks nobody has answered yet, in the order Label Studio shows them (import order: sequential)."""
-        return [t for t in self.tasks.values() if t["project"] == project_id and not t["annotations"]]
+        """Tasks nobody has answered yet, in the order Label Studio serves them: with uncertainty sampling, those with
+        a prediction of the project's model version by its score (lowest first), the rest after (Label Studio would
+        draw those at random); otherwise import order (sequential sampling)."""
+        project = self.projects[project_id]
+        tasks = [t for t in self.tasks.values() if t["project"] == project_id and not t["annotations"]]
+        if project.get("sampling") != "Uncertainty sampling":
+            return tasks
+        version = project.get("model_version")
+
+        def score(task: dict[str, Any]) -> float:
+            scores = [p["score"] for p in task["predictions"] if p.get("model_version") == version]
+            return min(scores) if scores else float("inf")
+
+        return sorted(tasks, key=score)  # stable: import order among equals
 
     def annotate(self, task_id: int, label: str | None) -> None:
         """The reviewer answers a task: a label, or None for "None of these"."""

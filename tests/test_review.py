@@ -231,11 +231,14 @@ def test_push_sends_needs_review_by_priority_then_confidence_with_predictions(
     assert by_query[ids[1]]["data"] == {
         "text": "query number 1", "language": "de", "priority": 2, "query_id": ids[1],
         "text_key": text_key("query number 1"), "count": 1, "users": 0, "languages": "de", "value": 0.6,
-        "guess": "cancel_order", "confidence": 0.4, "suggestion_line": "Model: cancel_order 40 %",
+        "model_version": "7", "guess": "cancel_order", "confidence": 0.4, "suggestion_line": "Model: cancel_order 40 %",
         "suggestions": [{"value": "cancel_order", "html": "cancel_order <small>40 %</small>", "hotkey": "1",
                          "hint": "model confidence 40 % (hotkey 1)"}]}
     (prediction,) = by_query[ids[6]]["predictions"]
-    assert prediction["model_version"] == "7" and prediction["score"] == pytest.approx(0.10)
+    # one prediction of the project's constant version, scored by its place in the queue (tier 2, value 0.9)
+    assert prediction["model_version"] == review_project.ORDER_VERSION
+    assert prediction["score"] == pytest.approx(1 / 1.9, abs=1e-6)
+    assert ls.get_project(settings.label_studio_project_id)["model_version"] == review_project.ORDER_VERSION
     assert prediction["result"][0]["value"] == {"choices": ["weather"]}  # the top label, not UNCERTAIN
     assert prediction["result"][0]["from_name"] == "quick"  # pre-selected among the quick picks, on top
     assert by_query[ids[3]]["predictions"][0]["result"][0]["value"] == {"choices": ["cancel_order"]}
@@ -650,9 +653,23 @@ def test_push_orders_by_tier_then_value_and_label_studio_serves_that_order(
     tasks = tasks_of(ls, project_id)
     assert [t["data"]["text_key"] for t in tasks] == [text_key(t) for t in order]
     assert [t["data"]["value"] for t in tasks] == pytest.approx([1.2, 0.9, 0.7, 0.64, 0.2])
-    for expected in tasks[:3]:  # the reviewer's "next task" follows the push order
+    served = ls.request("GET", f"/api/projects/{project_id}/next")  # the reviewer's "next task": the push order
+    assert served["id"] == tasks[0]["id"]
+    ls.create_annotation(served["id"], choice("book_flight"))
+
+    # a second push, a day later: a question asked five times now goes before the old tasks still open, and a
+    # medium one-off after every tier-2 task (Label Studio orders all open tasks by the prediction score)
+    seed(ls_settings, [{"text": copies("asked five times today", j), "confidence": 0.5, "priority": 2}
+                       for j in range(5)] + [{"text": "another medium one", "confidence": 0.75, "priority": 5}])
+    assert review_push.push(settings).pushed == 2
+    expected = ["asked five times today", "one odd question", "asked twice", "medium four times",
+                "another medium one", "medium once"]
+    view_id = review_project.ensure_view(ls, project_id)  # the Review queue tab lists the open ones in that order
+    listed = ls.request("GET", "/api/tasks", params={"project": project_id, "view": view_id, "page_size": 100})
+    assert [t["data"]["text_key"] for t in listed["tasks"] if not t["is_labeled"]] == [text_key(t) for t in expected]
+    for text in expected:
         served = ls.request("GET", f"/api/projects/{project_id}/next")
-        assert served["id"] == expected["id"]
+        assert served["data"]["text_key"] == text_key(text), (text, served["data"]["text"])
         ls.create_annotation(served["id"], choice("book_flight"))
 
 

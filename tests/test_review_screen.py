@@ -44,7 +44,7 @@ def test_the_line_and_the_quick_picks_say_what_the_model_thinks() -> None:
 def test_the_view_hides_all_but_its_columns_and_keeps_what_a_reviewer_set() -> None:
     columns = ["id", "inner_id", "total_annotations", "data.text", "data.priority", "data", "created_at"]
     data = view_data(columns)
-    assert data["title"] == "Review queue" and data["ordering"] == ["tasks:id"]
+    assert data["title"] == "Review queue" and data["ordering"] == ["tasks:predictions_score"]
     explore = set(data["hiddenColumns"]["explore"])
     assert {"tasks:inner_id", "tasks:created_at", "tasks:data", "tasks:data.query_id", "tasks:data.suggestions",
             "tasks:data.suggestion_line"} <= explore
@@ -80,6 +80,7 @@ def test_push_shows_the_top_three_of_the_version_that_answered(
     ls_settings: Settings, ls: LabelStudioClient, trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
     monkeypatch.setenv("INTELROUTER_MODEL_NAME", trained["name"])
+    monkeypatch.setenv("INTELROUTER_REVIEW_GROUPS", "false")  # five answers to one text: a task each, to compare
     v, router = trained["version"], trained["router"]
     text = "will it rain in paris tomorrow"
     (proba,) = router.predict_proba([text])
@@ -114,7 +115,7 @@ def test_push_shows_the_top_three_of_the_version_that_answered(
     assert top(3) == [("weather", "1")]  # another provider's answer: the stored guess only
     assert [label for label, _ in top(4)] == [label for label, _ in ranked[:3]] and data[ids[4]]["guess"] == ""
     predictions = {t["data"]["query_id"]: t["predictions"] for t in tasks_of(ls, settings.label_studio_project_id)}
-    assert predictions[ids[4]] == []  # no guess: nothing pre-selected
+    assert [p["result"] for p in predictions[ids[4]]] == [[]]  # no guess: nothing pre-selected (the order's score only)
     assert predictions[ids[1]][0]["result"][0]["value"] == {"choices": ["set_alarm"]}
 
 
@@ -126,9 +127,9 @@ def test_setup_keeps_one_review_queue_first_with_our_columns(
     settings = with_project(ls_settings, monkeypatch)
     pid = settings.label_studio_project_id
     (view,) = ls.views(pid)
-    assert view["data"]["title"] == review_screen.VIEW_TITLE and view["data"]["ordering"] == ["tasks:id"]
+    assert view["data"]["title"] == review_screen.VIEW_TITLE and view["data"]["ordering"] == ["tasks:predictions_score"]
     assert "tasks:inner_id" in view["data"]["hiddenColumns"]["explore"]
-    assert ls.get_project(pid)["sampling"] == "Sequential sampling"
+    assert ls.get_project(pid)["sampling"] == review_project.SAMPLING
 
     # a reviewer opened the Data Manager before (its own "Default" tab) and widened a column of ours
     default = ls.create_view(pid, {"title": "Default", "type": "list", "target": "tasks"})
