@@ -164,7 +164,8 @@ class Settings(BaseSettings):
     # CLINC150 test queries: a retrain on 25 % more data agrees on 95 %, one with 30 % shuffled labels on 80 %; the
     # floor stops gross breakage, the two limits below catch a subtler loss
     shadow_min_agreement: float = Field(
-        0.80, ge=0, le=1, description="Shadow limit: least share of recent queries answered as @production does.")
+        0.80, ge=0, le=1, description="Shadow limit: least share of recent queries answered as @production does "
+        "(unless the candidate's estimated accuracy is higher).")
     # the 5 points: a quarter of the default 20 % uncertain-rate alert ceiling
     shadow_max_uncertain_rise: float = Field(
         0.05, ge=0, le=1, description="Shadow limit: largest rise of the UNCERTAIN rate over @production's.")

@@ -192,11 +192,15 @@ def not_judged(report: ShadowReport, rules: ShadowRules) -> str | None:
 
 
 def limits(report: ShadowReport, rules: ShadowRules) -> list[str]:
-    """The reasons that keep the candidate in testing; empty: it passes (or there were too few rows to judge)."""
+    """The reasons that keep the candidate in testing; empty: it passes (or there were too few rows to judge).
+
+    Low agreement holds a candidate only when it does not expect to be right more often than production (its
+    estimated accuracy is not higher): a much better retrain of a weak production must change many answers, and
+    the simulation showed an unconditional floor holding back every good candidate of a young installation."""
     if not_judged(report, rules):
         return []
     reasons = []
-    if report.agreement < rules.min_agreement:
+    if report.agreement < rules.min_agreement and report.estimate_change <= 0:
         reasons.append(f"agrees with production on {report.agreement:.1%} of {report.rows} recent queries, "
                        f"below the floor {rules.min_agreement:.0%}")
     if report.uncertain_change > rules.max_uncertain_rise:

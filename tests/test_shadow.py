@@ -113,6 +113,9 @@ def test_shifts_count_answers_gained_and_lost_per_label() -> None:
         ({"candidate_estimate": 0.86},
          ["estimated accuracy 86.0% vs production 90.0%: down 4.0 points, more than 3.0"]),
         ({"candidate_estimate": 0.95, "candidate_uncertain_rate": 0.0}, []),  # better is never a reason
+        ({"agreement": 0.7, "candidate_estimate": 0.93}, []),  # changes many answers, expecting to be right more often
+        ({"agreement": 0.7, "candidate_estimate": 0.9}, [  # changes many answers for no expected gain
+            "agrees with production on 70.0% of 1000 recent queries, below the floor 80%"]),
     ],
 )
 def test_limits_name_each_broken_rule(changes: dict, expected: list[str]) -> None:
