@@ -33,6 +33,11 @@ from simulation.measure import Judge, day_metrics
 from simulation.people import LabelStudioStandIn, Reviewers, Teacher
 
 POLICIES = ("default", "seed", "random", "skyline")
+# seed 004's process: every query that needs review is a task of its own (no grouping, no known-text resolution, no
+# audit); the other policies run the product as configured
+POLICY_SETTINGS: dict[str, dict[str, Any]] = {
+    "seed": {"review_groups": False, "resolve_known_texts": False, "audit_labels": False, "audit_rate": 0.0},
+}
 SHIFTS = 4  # review syncs a day: every 6 h (seed 004)
 TRAIN_EVERY_DAYS = 7  # the weekly training (seed 004: Sunday 03:00)
 
@@ -79,7 +84,7 @@ def run_policy(policy: str, world: World, options: Options, overrides: dict[str,
     """Run the loop under `policy` for `options.days` days with settings `overrides` (its own store and registry)."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}")
-    settings = load_settings(**overrides)
+    settings = load_settings(**{**overrides, **POLICY_SETTINGS.get(policy, {})})
     with clock.simulated(options.start):
         return _Loop(policy, world, options, settings, tick).run()
 
