@@ -8,7 +8,9 @@ of a text a human already answered are settled without a task (`triage.resolve_k
 
 Order: priority tier first (2, then 5), then the expected value of the answer, the sum of the group's
 uncertainties (1 - confidence; an audited label counts as its audit's uncertainty): uncertainty x how many queries
-the answer resolves. The project serves tasks in push order (sequential sampling, set by `review setup`).
+the answer resolves. Each task's one prediction (model version `ORDER_VERSION`) is scored by that place
+(`order_score`) and the project uses uncertainty sampling (set by `review setup`), so Label Studio serves the open
+tasks of every push in this one order.
 
 Label Studio does not de-duplicate, so `review_tasks` is the ledger that makes a push safe to repeat: it records
 its intent (status pending, with the text key) before importing and the task ids after; the next push adopts, by

@@ -81,7 +81,7 @@ def quick_picks(suggestions: Sequence[Suggestion]) -> list[dict[str, str]]:
 
 
 def view_data(columns: Sequence[str], existing: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The Data Manager view `review setup` keeps: our columns shown, every other one hidden, in push order.
+    """The Data Manager view `review setup` keeps: our columns shown, every other one hidden, in review order.
 
     `columns` are the project's column ids ("id", "data.text", ...); what a reviewer set on an `existing` view
     (column widths, filters) stays.
