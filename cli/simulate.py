@@ -34,6 +34,10 @@ def simulate_cmd(
     zipf: Annotated[float, typer.Option(min=0, help="Skew of the traffic's popularity (0: uniform).")] = 0.8,
     random_state: Annotated[int, typer.Option(help="Seed of the data cut, the traffic and the people.")] = 0,
     jobs: Annotated[int, typer.Option(min=1, max=4, help="Policies run at once (one process each).")] = 2,
+    bad_candidate_week: Annotated[int | None, typer.Option(min=1, help="That week's training learns from labels "
+                                                           "shuffled on 40 % of its rows, and its canary is started "
+                                                           "by hand: what do the gate, the shadow replay and the "
+                                                           "canary's early stop make of it?")] = None,
     output: Annotated[Path | None, typer.Option(help="Where the run's stores, result.json, simulation.png and "
                                                      "simulation.html go (default DATA_DIR/simulations/...).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (progress goes to stderr).")]
@@ -57,7 +61,7 @@ def simulate_cmd(
     policies = list(POLICIES) if policy == "all" else [policy]
     options = Options(dataset=dataset, days=days, queries_per_day=queries_per_day, review_budget=review_budget,
                       reviewer_error=reviewer_error, feedback_rate=feedback_rate, seed_per_label=seed_per_label,
-                      zipf=zipf, random_state=random_state)
+                      zipf=zipf, random_state=random_state, bad_candidate_week=bad_candidate_week)
     workdir = output or settings.data_dir / "simulations" / f"{Path(dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     console = Console(stderr=as_json)
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -73,5 +77,7 @@ def simulate_cmd(
         echo(f"{name:<8} held-out {s['final_heldout_accuracy']:.1%}, fallback {s['final_fallback_rate']:.1%}, "
              f"{s['human_labels']} human labels, {s['wrong_gate_rejections']} wrong gate rejections, "
              f"{s['wrong_promotions']} wrong promotions")
+        if run.get("bad_candidate"):
+            echo(f"{'':<8} the worse candidate: {json.dumps(run['bad_candidate'], default=str)}")
     echo(f"goals: {json.dumps(result['goals'])}")
     echo(f"in {result['wall_seconds']:.0f} s; files: {', '.join(str(p) for p in paths.values())}")

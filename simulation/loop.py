@@ -9,21 +9,23 @@ review sync and the reviewers' work; then the shift's queries are routed through
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import orjson
+from sqlalchemy import bindparam, select, update
 
-from intelrouter import canary, clock, loading, registry, review, store
+from intelrouter import canary, clock, lifecycle, loading, registry, review, store
 from intelrouter.capture import record_outcomes
 from intelrouter.config import Settings, load_settings
 from intelrouter.errors import InsufficientDataError
 from intelrouter.groundtruth import insert_labels, record_feedback, upsert_label
 from intelrouter.jobs import train
-from intelrouter.names import PRODUCTION
+from intelrouter.names import PRODUCTION, STAGING
 from intelrouter.review_project import setup_project
 from intelrouter.triage import triage
 from intelrouter.triggers import should_train
@@ -58,6 +60,8 @@ class Options:
     users: int = 2000
     random_state: int = 0
     start: datetime = datetime(2026, 1, 4)  # a Sunday: the weekly training falls on Sundays, as in seed 004
+    bad_candidate_week: int | None = None  # that week's training learns from partly shuffled labels (see _train)
+    bad_label_share: float = 0.4  # share of the training rows whose labels are shuffled for it
 
 
 @dataclass
@@ -139,28 +143,41 @@ class _Loop:
                 if day > 0:
                     self.result.days.append(self._measure(day - 1, daily))
                 if day > 0 and day % TRAIN_EVERY_DAYS == 0:
-                    self._train()
+                    self._train(week=day // TRAIN_EVERY_DAYS)
                 if day == self.options.days:
                     return
             self._review(shift)
             self._route([q for q in queries if at <= q.at < at + shift_length])
 
     # --- the steps ------------------------------------------------------------------------------------------
-    def _train(self, first: bool = False) -> None:
-        """The weekly rule, then the training job (gate, register, aliases) and the judge's verdict on it."""
+    def _train(self, first: bool = False, week: int = 0) -> None:
+        """The weekly rule, then the training job (gate, register, aliases) and the judge's verdict on it.
+
+        In `bad_candidate_week` the job learns from labels shuffled on a share of its training rows (restored after
+        it): a deliberately worse candidate. Whatever the gate and the shadow replay decide, an operator then starts
+        its canary by hand (`intelrouter promote VERSION --to staging`), so the canary check's early stop on
+        estimated accuracy is measured too."""
         with store.connect(self.settings) as conn:
             waiting = store.samples_waiting(conn)
-        go, reason = should_train(waiting, self.settings.weekly_trigger, force=first)
+        bad = not first and week == self.options.bad_candidate_week
+        go, reason = should_train(waiting, self.settings.weekly_trigger, force=first or bad)
         event: dict[str, Any] = {"at": clock.now().isoformat(), "waiting": waiting, "trained": go, "reason": reason}
         if go:
             production = loading.load_alias(self.settings, PRODUCTION)
             try:
-                result = train(self.settings)
+                with shuffled_labels(self.settings, self.options.bad_label_share if bad else 0.0, self.rng):
+                    result = train(self.settings)
             except InsufficientDataError as exc:
                 event.update(trained=False, reason=f"skipped: {exc}")
             else:
                 candidate = loading.load_version(self.settings, result.version)
                 event.update(self.world.judge.gate_verdict(result, candidate, production))
+                event["shadow"] = (result.shadow or {}).get("status")
+                if bad:
+                    event["bad_candidate"] = True
+                    if result.lifecycle not in ("canary", "production"):
+                        lifecycle.promote(self.settings, result.version, STAGING)
+                        event["forced_to_canary"] = clock.now().isoformat()
                 if not first:
                     self.rt.holder.refresh()
         self.result.trainings.append(event)
@@ -241,3 +258,26 @@ def policy_overrides(base: Settings, data_dir: Any, database_url: str | None) ->
         "label_studio_url": "http://label-studio.simulated", "label_studio_api_key": "stand-in",
         "registry_poll_seconds": 3600.0,
     }
+
+
+@contextmanager
+def shuffled_labels(settings: Settings, share: float, rng: np.random.Generator) -> Iterator[None]:
+    """Within the block, `share` of the training rows of `ml_data` carry each other's labels; restored after."""
+    if share <= 0:
+        yield
+        return
+    m = store.ml_data
+    with store.connect(settings) as conn:
+        rows = conn.execute(select(m.c.id, m.c.label).where(m.c.split == "train", m.c.label.is_not(None))).all()
+    chosen = rng.choice(len(rows), size=int(len(rows) * share), replace=False)
+    ids = [rows[i].id for i in chosen]
+    original = [rows[i].label for i in chosen]
+    shuffled = [original[i] for i in rng.permutation(len(original))]
+    stmt = update(m).where(m.c.id == bindparam("b_id")).values(label=bindparam("b_label"))
+    with store.connect(settings) as conn:
+        conn.execute(stmt, [{"b_id": i, "b_label": lab} for i, lab in zip(ids, shuffled, strict=True)])
+    try:
+        yield
+    finally:
+        with store.connect(settings) as conn:
+            conn.execute(stmt, [{"b_id": i, "b_label": lab} for i, lab in zip(ids, original, strict=True)])

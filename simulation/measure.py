@@ -109,6 +109,10 @@ def day_metrics(day: int, settings: Settings, judge: Judge, answers: list[dict[s
         "online_accuracy": row.get("online_accuracy"),
         "online_labels": row.get("labelled", 0),
         "true_online_accuracy": answered_right / n if n else None,
+        # the router's estimate without labels (mean top confidence of its own answers, the monitoring report's)
+        # beside the truth it estimates: the share of its answers whose top label is right
+        "estimated_accuracy": row.get("estimated_accuracy"),
+        "top_label_accuracy": sum(a["top_label"] == a["truth"] for a in answers) / n if n else None,
         "fallback_rate": uncertain / n if n else None,
         "auto_approval_rate": daily.auto_approval_rate if daily.triaged else None,
         "human_labels": labelled,

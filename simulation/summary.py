@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 from intelrouter.config import Settings
@@ -17,7 +18,8 @@ SEED_EXPECTATIONS = {
 WEEK_STATE = ("heldout_accuracy", "inscope_accuracy", "oos_recall", "human_labels", "wrong_label_rate",
               "ground_truth_rows", "production_version", "versions_trained", "versions_passed", "versions_promoted",
               "versions_rolled_back", "wrong_gate_rejections", "wrong_promotions", "wrong_rollbacks")
-WEEK_RATES = ("fallback_rate", "auto_approval_rate", "online_accuracy", "true_online_accuracy")
+WEEK_RATES = ("fallback_rate", "auto_approval_rate", "online_accuracy", "true_online_accuracy", "estimated_accuracy",
+              "top_label_accuracy")
 
 
 def weeks(days: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -55,6 +57,10 @@ def summarise(runs: dict[str, Run], options: Options, world: World, settings: Se
                         "wrong_promotions": last.get("wrong_promotions", 0),
                         "wrong_rollbacks": last.get("wrong_rollbacks", 0)},
         }
+    for name, run in runs.items():
+        bad = bad_candidate(run)
+        if bad:
+            policies[name]["bad_candidate"] = bad
     goals = _goals(policies)
     return {"dataset": world.parts.name, "options": asdict(options) | {"start": options.start.isoformat()},
             "parts": world.parts.sizes(), "teacher_heldout": world.judge.score(world.teacher.router),
@@ -82,3 +88,18 @@ def _goals(policies: dict[str, Any]) -> dict[str, Any]:
         v["summary"]["wrong_gate_rejections"] == 0 and v["summary"]["wrong_promotions"] == 0
         for v in policies.values())
     return goals
+
+
+def bad_candidate(run: Run) -> dict[str, Any] | None:
+    """What became of the deliberately worse candidate: the gate, the shadow replay, and when its canary stopped."""
+    event = next((t for t in run.trainings if t.get("bad_candidate")), None)
+    if event is None:
+        return None
+    out = {k: event.get(k) for k in ("version", "gate_passed", "lifecycle", "shadow", "candidate_heldout_accuracy",
+                                     "production_heldout_accuracy", "forced_to_canary")}
+    started = event.get("forced_to_canary") or (event["at"] if event.get("lifecycle") == "canary" else None)
+    stop = next((c for c in run.canary if c.get("staging") == event.get("version")), None)
+    if started and stop:
+        hours = (datetime.fromisoformat(str(stop["at"])[:19]) - datetime.fromisoformat(started[:19])).total_seconds()
+        out |= {"canary_action": stop["action"], "canary_reason": stop["reason"], "hours_of_canary": hours / 3600}
+    return out

@@ -70,6 +70,50 @@ def test_the_label_studio_stand_in_serves_what_push_and_pull_read() -> None:
     assert not [t for page in ls.annotated_tasks(project["id"], since=later) for t in page]
 
 
+def test_the_stand_in_serves_open_tasks_by_the_order_score_as_uncertainty_sampling_does() -> None:
+    ls = LabelStudioStandIn()
+    with clock.simulated(datetime(2026, 1, 5, 6)):
+        project = ls.create_project("p", '<View><Choice value="a"/></View>')
+        ls.update_project(project["id"], sampling="Uncertainty sampling")
+        scored = [{"data": {"text": t}, "predictions": [{"model_version": "review-order", "score": s, "result": []}]}
+                  for t, s in (("old one-off", 1.6), ("asked often", 0.2), ("medium", 1.1))]
+        first = ls.import_tasks(project["id"], scored)
+        assert ls.get_project(project["id"])["model_version"] == "review-order"  # as Label Studio sets it
+        later = ls.import_tasks(project["id"], [{"data": {"text": "asked today"}, "predictions": [
+            {"model_version": "review-order", "score": 0.1, "result": []}]}])
+        assert [t["data"]["text"] for t in ls.open_tasks(project["id"])] == [
+            "asked today", "asked often", "medium", "old one-off"]  # across imports, lowest score first
+        ls.update_project(project["id"], sampling="Sequential sampling")
+        assert [t["id"] for t in ls.open_tasks(project["id"])] == first + later  # import order
+
+
+def test_shuffled_labels_hold_inside_the_block_and_are_restored_after(settings) -> None:  # noqa: ANN001
+    import numpy as np
+    from sqlalchemy import select
+
+    from intelrouter import store
+    from intelrouter.groundtruth import insert_labels
+    from simulation.loop import shuffled_labels
+
+    rows = [{"text": f"question {i}", "label": f"label{i % 20}", "split": "train" if i < 180 else "test"}
+            for i in range(200)]
+    with store.connect(settings) as conn:
+        insert_labels(conn, rows, "import", shares=settings.split_shares)
+
+    def labels() -> dict[str, str]:
+        with store.connect(settings) as conn:
+            return dict(conn.execute(select(store.ml_data.c.text, store.ml_data.c.label)).all())
+
+    before = labels()
+    with shuffled_labels(settings, 0.5, np.random.default_rng(0)):
+        inside = labels()
+        changed = {t for t in before if inside[t] != before[t]}
+        assert 60 <= len(changed) <= 90  # half of the 180 training rows, less the few that drew their own label
+        assert all(int(t.split()[1]) < 180 for t in changed)  # test rows are never touched
+        assert sorted(inside.values()) == sorted(before.values())  # shuffled among themselves
+    assert labels() == before
+
+
 def test_weeks_keep_the_state_at_their_end_and_average_their_rates() -> None:
     days = [{"day": d, "heldout_accuracy": 0.7 + d / 100, "human_labels": 10 * d, "fallback_rate": 0.2}
             for d in range(1, 10)]
