@@ -191,17 +191,18 @@ def settle(conn: Connection, queries: Sequence[Any], label: str | None, *, skipp
 def drop_weaker_labels(conn: Connection, query_ids: Sequence[str]) -> int:
     """Delete these queries' labels from sources below human review (a reviewer said none of them fits)."""
     weaker = [s for s, rank in SOURCE_PRECEDENCE.items() if rank < SOURCE_PRECEDENCE["label-studio"]]
-    if not query_ids:
-        return 0
-    t = store.ml_data
-    return sum(conn.execute(delete(t).where(t.c.query_id.in_(query_ids[i:i + 1000]), t.c.source.in_(weaker))).rowcount
-               for i in range(0, len(query_ids), 1000))
+    return _drop_labels(conn, query_ids, weaker)
 
 
 def drop_review_labels(conn: Connection, query_ids: Sequence[str]) -> int:
     """Delete the label-studio labels of these queries (their review answer is now "none of these" or a skip)."""
+    return _drop_labels(conn, query_ids, ["label-studio"])
+
+
+def _drop_labels(conn: Connection, query_ids: Sequence[str], sources: Sequence[str]) -> int:
+    """Delete these queries' labels from these sources, a thousand queries per statement; returns rows deleted."""
     t = store.ml_data
-    return sum(conn.execute(delete(t).where(t.c.query_id.in_(query_ids[i:i + 1000]), t.c.source == "label-studio"))
+    return sum(conn.execute(delete(t).where(t.c.query_id.in_(query_ids[i:i + 1000]), t.c.source.in_(sources)))
                .rowcount for i in range(0, len(query_ids), 1000))
 
 
