@@ -21,6 +21,7 @@ from intelrouter.labelstudio import LabelStudioClient
 from intelrouter.names import PRODUCTION, UNCERTAIN
 from intelrouter.review_screen import COMMENT_NAME as COMMENT_NAME  # the screen's names: re-exported for push, pull
 from intelrouter.review_screen import FROM_NAME, VIEW_TITLE, view_data
+from intelrouter.review_screen import ORDER_VERSION as ORDER_VERSION
 from intelrouter.review_screen import QUICK_NAME as QUICK_NAME
 from intelrouter.review_screen import TO_NAME as TO_NAME
 from intelrouter.review_screen import guess as guess
@@ -34,7 +35,6 @@ PROJECT_DESCRIPTION = (
 # Label Studio serves the open task whose prediction of the project's model version has the lowest score first;
 # every task carries one prediction of ORDER_VERSION scored by its place in the queue (review_push.order_score)
 SAMPLING = "Uncertainty sampling"
-ORDER_VERSION = "review-order"
 CONFIG_TEMPLATE = Path(__file__).with_name("labeling_config.xml")
 LABELS_MARKER = "<!-- LABELS -->"
 NONE_CHOICE = "None of these / new label"

@@ -114,19 +114,10 @@ def order_score(priority: int | None, value: float) -> float:
 
 
 def _task(group: Group, screen: Screen) -> dict[str, Any]:
-    """The Label Studio task for one group: its data and the screen's suggestions, the model's guess pre-selected
-    (not for a blind audit: the reviewer's answer must not be anchored on the guess it checks).
-
-    Every task carries one prediction of the project's constant `ORDER_VERSION`, whose score is its place in the
-    queue (`order_score`); the answering model's version is in the data (`model_version`)."""
-    task = screen.task(group.representative, task_data(group))
-    shown = task.pop("predictions", None) or []
-    result = [] if group.blind or not shown else shown[0]["result"]
-    if group.blind:
-        task["data"]["guess"] = ""
-    task["predictions"] = [{"model_version": ORDER_VERSION, "score": order_score(group.priority, group.value),
-                            "result": result}]
-    return task
+    """The Label Studio task for one group: its data, the screen's suggestions, and its one prediction scored by its
+    place in the queue (`order_score`); the answering model's version is in the data (`model_version`)."""
+    return screen.task(group.representative, task_data(group), order_score(group.priority, group.value),
+                       blind=group.blind)
 
 
 # --- what waits ---------------------------------------------------------------------------------------

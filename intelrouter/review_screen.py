@@ -29,6 +29,9 @@ FROM_NAME, QUICK_NAME, TO_NAME, COMMENT_NAME = "label", "quick", "text", "commen
 TOP_K = 3
 HOTKEYS = ("1", "2", "3")  # the quick picks, in order; "None of these" is 0 in the full list
 VIEW_TITLE = "Review queue"
+# the model version of every task's one prediction, constant per project: Label Studio's uncertainty sampling orders
+# the open tasks by the scores of the project's model version, and that score is the task's place in the queue
+ORDER_VERSION = "review-order"
 # Data Manager columns the view shows, per mode (the full table, and the list beside the labeling screen). All other
 # columns are hidden, including task fields that appear only once tasks arrive (count comes with grouped tasks).
 VIEW_COLUMNS = {
@@ -145,10 +148,13 @@ class Screen:
             for row, idx, p in zip(group, top, proba, strict=True):
                 self._ranked[row.id] = [(labels[i], float(p[i])) for i in idx]
 
-    def task(self, row: Any, data: dict[str, Any]) -> dict[str, Any]:
-        """The Label Studio task: `data` plus the screen's fields, and the guess pre-selected among the quick picks."""
-        guessed = guess(row)
-        suggestions = merge(guessed, row.confidence, self._ranked.get(row.id, []))
+    def task(self, row: Any, data: dict[str, Any], score: float, *, blind: bool = False) -> dict[str, Any]:
+        """The Label Studio task: `data` plus the screen's fields, and its one prediction: of the constant version
+        `ORDER_VERSION`, scored by the task's place in the review queue (`score`), with the guess pre-selected among
+        the quick picks — none for a blind audit (the reviewer's answer must not be anchored on the guess it checks).
+        """
+        guessed = None if blind else guess(row)
+        suggestions = merge(guess(row), row.confidence, self._ranked.get(row.id, []))
         count = int(data.get("count") or 1)
         fields = {
             "guess": guessed or "",
@@ -157,11 +163,7 @@ class Screen:
             "suggestion_line": summary_line(suggestions, count),
             "suggestions": quick_picks(suggestions),
         }
-        task: dict[str, Any] = {"data": {**data, **fields}}
-        if guessed is not None:
-            result = [{"from_name": QUICK_NAME, "to_name": TO_NAME, "type": "choices",
-                       "value": {"choices": [guessed]}}]
-            task["predictions"] = [
-                {"model_version": row.model_version or "unknown", "score": float(row.confidence), "result": result}
-            ]
-        return task
+        result = [] if guessed is None else [{"from_name": QUICK_NAME, "to_name": TO_NAME, "type": "choices",
+                                              "value": {"choices": [guessed]}}]
+        return {"data": {**data, **fields},
+                "predictions": [{"model_version": ORDER_VERSION, "score": score, "result": result}]}
