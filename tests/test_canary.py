@@ -267,9 +267,7 @@ def test_a_promotion_killed_between_its_alias_moves_is_finished_by_the_next_chec
 
 
 def test_a_check_while_a_training_holds_the_lock_changes_nothing(canary_settings: Settings) -> None:
-    import threading
-
-    from intelrouter.locks import training_lock
+    from training_support import another_training
 
     s = load_settings(canary_window_hours=1, canary_min_feedback=10, training_lock_wait_seconds=0)
     v1, v2 = _register(s, 2)
@@ -277,23 +275,10 @@ def test_a_check_while_a_training_holds_the_lock_changes_nothing(canary_settings
     lifecycle.promote(s, v2, "staging")
     _traffic(s, v2, "staging", 15, 0, "s", hours_ago=2)
     _traffic(s, v1, "production", 15, 0, "p", hours_ago=1.5)
-    held, done = threading.Event(), threading.Event()
-
-    def training() -> None:  # another process's training, as far as the lock can tell (another context)
-        with training_lock(s):
-            held.set()
-            done.wait(60)
-
-    thread = threading.Thread(target=training)
-    thread.start()
-    try:
-        assert held.wait(30)
+    with another_training(s, hold_seconds=60):
         result = canary.check(s)
         assert result.decision["action"] == "raise" and not result.applied
         assert registry.canary_share(s) == 0.1
-    finally:
-        done.set()
-        thread.join(30)
     assert canary.check(s).applied and registry.canary_share(s) == 0.5
 
 

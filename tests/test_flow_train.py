@@ -81,26 +81,12 @@ def test_a_retry_after_registering_finishes_the_move_without_training_again(
 
 
 def test_a_second_training_skips_while_one_runs(flow_settings: Settings) -> None:
-    import threading
+    from training_support import another_training
 
     from flows.train import train
-    from intelrouter.locks import training_lock
 
-    held, done = threading.Event(), threading.Event()
-
-    def other_training() -> None:  # the other schedule's run, in its own context
-        with training_lock(flow_settings):
-            held.set()
-            done.wait(120)
-
-    thread = threading.Thread(target=other_training)
-    thread.start()
-    try:
-        assert held.wait(30)
+    with another_training(flow_settings):  # the other schedule's run
         result, _ = run(train, force=True, overrides={"training_lock_wait_seconds": 0})
         assert result["trained"] is False
         assert result["reason"].startswith("skipped: another training is running since ")
-    finally:
-        done.set()
-        thread.join(30)
     assert registry.list_model_versions(flow_settings) == []

@@ -7,7 +7,8 @@ import os
 import random
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,28 @@ def on_shared_tracking(monkeypatch: pytest.MonkeyPatch, tracking_uri: str) -> An
     monkeypatch.setenv("INTELROUTER_MODEL_NAME", name)
     monkeypatch.setenv("INTELROUTER_MLFLOW_EXPERIMENT", name)
     return load_settings()
+
+
+@contextmanager
+def another_training(settings: Any, hold_seconds: float = 120) -> Iterator[None]:
+    """Within the block, another training holds the lifecycle lock: a thread (its own context, as another process
+    would be, as far as the lock can tell) takes it before the block starts and lets go when the block ends."""
+    import threading
+
+    from intelrouter.locks import training_lock
+
+    held, done = threading.Event(), threading.Event()
+
+    def training() -> None:
+        with training_lock(settings):
+            held.set()
+            done.wait(hold_seconds)
+
+    thread = threading.Thread(target=training)
+    thread.start()
+    try:
+        assert held.wait(30), "the other training never took the lock"
+        yield
+    finally:
+        done.set()
+        thread.join(30)
