@@ -107,15 +107,21 @@ def test_prefect_yaml_carries_the_same_trigger_as_the_served_deployment() -> Non
 
 
 class Prefect:
-    """A real `prefect server`'s API, asked again when it answers 503 (a loaded machine keeps its SQLite locked)."""
+    """A real `prefect server`'s API, asked again when it answers 503 or, for a read, does not answer in time (a
+    loaded machine keeps its SQLite locked)."""
 
     def __init__(self, api: str) -> None:
         self.api = api
 
-    def post(self, path: str, body: Any = None) -> Any:
-        """POST to the API and return the JSON answer."""
+    def post(self, path: str, body: Any = None, *, read: bool = True) -> Any:
+        """POST to the API and return the JSON answer; `read`: a query, safe to send again after a timeout."""
         for attempt in range(10):
-            resp = httpx.post(self.api + path, json=body or {}, timeout=30)
+            try:
+                resp = httpx.post(self.api + path, json=body or {}, timeout=30)
+            except httpx.ReadTimeout:
+                if not read or attempt == 9:
+                    raise
+                continue
             if resp.status_code != 503 or attempt == 9:
                 resp.raise_for_status()
                 return resp.json() if resp.content else None
@@ -169,7 +175,7 @@ def _event_runs(server: Prefect, deployment_id: str) -> list[dict]:
 
 
 def _run_to_completion(server: Prefect, deployment_id: str, log: Path) -> str:
-    run = server.post(f"/deployments/{deployment_id}/create_flow_run", {"parameters": {}})
+    run = server.post(f"/deployments/{deployment_id}/create_flow_run", {"parameters": {}}, read=False)
     assert wait_for(lambda: server.run_state(run["id"]) in ("COMPLETED", "FAILED", "CRASHED"), timeout=300,
                     interval=1), log.read_text()[-3000:]
     assert server.run_state(run["id"]) == "COMPLETED", log.read_text()[-3000:]
@@ -222,7 +228,7 @@ def test_a_retrain_event_starts_one_training_run_per_cool_down(settings: Setting
         event_id = str(uuid.uuid4())
         prefect.post("/events", [{"id": event_id, "occurred": datetime.now(UTC).isoformat(), "event": retrain.EVENT,
                                   "resource": {"prefect.resource.id": retrain.resource_id(s)},
-                                  "payload": {"reason": "a duplicate request"}}])
+                                  "payload": {"reason": "a duplicate request"}}], read=False)
         assert wait_for(lambda: prefect.post("/events/filter", {"filter": {"id": {"id": [event_id]}}})["events"],
                         timeout=60, interval=1)
         time.sleep(15)  # the trigger service evaluates each event as it is received; give it ample time
